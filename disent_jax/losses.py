@@ -1,0 +1,103 @@
+"""Loss functions of both stages (paper 3.2, 3.3), written as pure functions of model outputs and labels.
+
+Each returns per-example values (B,) so callers can weight, mask and average them; `stage1_loss` and the
+Stage II loss combine them with the weights from the config.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def softmax_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def huber(x: jax.Array, delta: float) -> jax.Array:
+  """Elementwise Huber loss 0.5 x^2 for |x| <= delta, delta (|x| - 0.5 delta) beyond."""
+  ax = jnp.abs(x)
+  return jnp.where(ax <= delta, 0.5 * x * x, delta * (ax - 0.5 * delta))
+
+
+def take_anchor(per_anchor: jax.Array, anchor: jax.Array) -> jax.Array:
+  """Selects (B, D) from per-anchor predictions (B, A, D) at anchor indices (B,)."""
+  return jnp.take_along_axis(per_anchor, anchor[:, None, None], axis=1)[:, 0]
+
+
+def rotation_residual_loss(residuals: jax.Array, anchor: jax.Array, target: jax.Array,
+                           delta: float) -> jax.Array:
+  """Huber loss between the ground-truth anchor's predicted residual quaternion and the target (B,).
+
+  q and -q are the same rotation, so the loss is the smaller of the losses against target and -target;
+  with the canonical (w >= 0) targets of `geometry.encode_rotation` and predictions near the identity this
+  equals the paper's plain Huber loss, and it never punishes a correct rotation with the other sign.
+  """
+  pred = take_anchor(residuals, anchor)
+  pos = jnp.sum(huber(pred - target, delta), axis=-1)
+  neg = jnp.sum(huber(pred + target, delta), axis=-1)
+  return jnp.minimum(pos, neg)
+
+
+def translation_residual_loss(residuals: jax.Array, cell: jax.Array, target: jax.Array,
+                              delta: float) -> jax.Array:
+  """Huber loss between the ground-truth cell's predicted residual (in [0, 1]^3) and the target (B,)."""
+  return jnp.sum(huber(take_anchor(residuals, cell) - target, delta), axis=-1)
+
+
+def batch_hard_triplet(embeddings: jax.Array, labels: jax.Array, margin: float) -> jax.Array:
+  """Batch-hard triplet loss (per anchor example) on L2-normalised embeddings.
+
+  For each example: the farthest same-label example and the nearest other-label example in the batch,
+  loss = max(0, d_pos - d_neg + margin). Examples without a positive or a negative in the batch get 0.
+  The paper's alternative to cross-entropy for large databases (e.g. ObjectNet3D).
+  """
+  e = embeddings / jnp.maximum(jnp.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-6)
+  d2 = jnp.sum((e[:, None, :] - e[None, :, :]) ** 2, axis=-1)
+  d = jnp.sqrt(jnp.maximum(d2, 1e-12))
+  same = labels[:, None] == labels[None, :]
+  eye = jnp.eye(labels.shape[0], dtype=bool)
+  pos_mask = same & ~eye
+  neg_mask = ~same
+  d_pos = jnp.max(jnp.where(pos_mask, d, -jnp.inf), axis=1)
+  d_neg = jnp.min(jnp.where(neg_mask, d, jnp.inf), axis=1)
+  valid = jnp.any(pos_mask, axis=1) & jnp.any(neg_mask, axis=1)
+  return jnp.where(valid, jnp.maximum(d_pos - d_neg + margin, 0.0), 0.0)
+
+
+def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, shape_loss: str,
+                shape_weight: float, anchor_weight: float, residual_weight: float,
+                huber_delta: float, triplet_margin: float = 0.2) -> tuple[jax.Array, dict]:
+  """The Stage I objective: shape classification (or triplet) + rotation anchor CE + residual Huber.
+
+  Args:
+    outputs: the embedder's outputs (see `VoxelEmbedder.__call__`).
+    batch: labels 'model' (B,), 'anchor' (B,), 'residual' (B, 4).
+    shape_loss: 'ce' or 'triplet'.
+    *_weight: loss weights.
+    huber_delta: the Huber threshold of the residual loss.
+    triplet_margin: margin of the triplet option.
+
+  Returns:
+    (scalar total loss, dict of scalar components and accuracies for logging).
+  """
+  if shape_loss == "ce":
+    l_shape = softmax_ce(outputs["shape_logits"], batch["model"])
+  elif shape_loss == "triplet":
+    l_shape = batch_hard_triplet(outputs["shape_vec"], batch["model"], triplet_margin)
+  else:
+    raise ValueError(f"unknown shape loss {shape_loss!r}")
+  l_anchor = softmax_ce(outputs["anchor_logits"], batch["anchor"])
+  l_res = rotation_residual_loss(outputs["residuals"], batch["anchor"], batch["residual"], huber_delta)
+  total = jnp.mean(shape_weight * l_shape + anchor_weight * l_anchor + residual_weight * l_res)
+  aux = {
+      "loss": total,
+      "shape_loss": jnp.mean(l_shape),
+      "anchor_loss": jnp.mean(l_anchor),
+      "residual_loss": jnp.mean(l_res),
+      "shape_acc": jnp.mean(jnp.argmax(outputs["shape_logits"], -1) == batch["model"]),
+      "anchor_acc": jnp.mean(jnp.argmax(outputs["anchor_logits"], -1) == batch["anchor"]),
+  }
+  return total, aux

@@ -1,0 +1,301 @@
+"""Training machinery shared by both stages: train state, device mesh, checkpoints, logging, preemption.
+
+Checkpoints (orbax): each stage writes `<workdir>/<stage>/checkpoints/<step>/` with two items, `state` (the
+TrainState, saved with StandardSave) and `meta` (JSON: stage name, config, data fingerprint). Orbax commits a
+step by an atomic rename, so a save killed midway leaves only a `*.orbax-checkpoint-tmp` folder that later
+runs ignore; a finished step whose files were truncated afterwards is *not* detected by orbax, so
+`restore_latest` walks back from the newest step and warns, naming each step it could not read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from absl import logging as absl_logging
+import flax
+from flax.training import train_state
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from disent_jax import errors
+
+PyTree = Any
+
+
+class TrainState(train_state.TrainState):
+  """Flax TrainState plus BatchNorm statistics (an empty dict for models without BatchNorm)."""
+  batch_stats: PyTree = flax.struct.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Devices.
+
+
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 1-D data-parallel mesh over the first `num_devices` devices (all by default).
+
+  `jax.make_mesh` defaults to Explicit axis types in this JAX; a plain `Mesh` gives the Auto (GSPMD) axes
+  that `jit` with `in_shardings`/`with_sharding_constraint` expects.
+  """
+  devices = jax.devices()
+  n = len(devices) if num_devices in (None, 0) else int(num_devices)
+  if n > len(devices):
+    raise errors.ConfigError(f"asked for {n} devices but only {len(devices)} are available")
+  return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def replicated_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def data_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  """Leading (batch) axis split over the 'data' mesh axis."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def check_batch_divisible(batch_size: int, num_devices: int, what: str = "train.batch_size") -> None:
+  """Raises ConfigError when a global batch cannot be split evenly over the devices."""
+  if batch_size <= 0 or batch_size % num_devices:
+    raise errors.ConfigError(
+        f"{what}={batch_size} must be a positive multiple of the device count ({num_devices})")
+
+
+def param_count(params: PyTree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def tree_all_finite(tree: PyTree) -> jax.Array:
+  """True when every leaf of a pytree of floating arrays is finite (jit-able)."""
+  leaves = [jax.numpy.all(jax.numpy.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
+  return jax.numpy.all(jax.numpy.stack(leaves)) if leaves else jax.numpy.array(True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+class Checkpoints:
+  """Orbax CheckpointManager for one stage, with metadata, stage checks and fallback on corrupt steps.
+
+  Args:
+    directory: the stage's checkpoint folder (e.g. `<workdir>/embedder/checkpoints`).
+    stage: the stage name recorded in (and checked against) every checkpoint's metadata.
+    save_every: periodic save interval in steps (0 disables periodic saves; `save(force=True)` still saves).
+    keep: how many checkpoints to keep.
+    read_only: open for restore only (evaluation).
+  """
+
+  def __init__(self, directory: str, stage: str, *, save_every: int = 0, keep: int = 3,
+               read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    self.stage = stage
+    self.save_every = save_every
+    if read_only and not os.path.isdir(self.directory):
+      raise errors.CheckpointError(f"no checkpoints for stage '{stage}' in {self.directory}")
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+        # Saving is decided here (periodic or forced), not by orbax's own interval.
+        save_interval_steps=1)
+    with _quiet_absl():
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_names=("state", "meta"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return bool(self.save_every) and step % self.save_every == 0
+
+  def save(self, step: int, state: PyTree, meta: dict, *, force: bool = False) -> bool:
+    """Saves `state` at `step` if due (or forced); returns whether a save was started."""
+    if not (force or self.should_save(step)) or step in self.manager.all_steps():
+      return False
+    meta = dict(meta, stage=self.stage, step=int(step))
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(_jsonable(meta))))
+    return True
+
+  def read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore_latest(self, abstract_state: PyTree) -> tuple[PyTree, int, dict] | None:
+    """Restores the newest readable checkpoint into `abstract_state`'s structure and shardings.
+
+    Args:
+      abstract_state: a pytree of `jax.ShapeDtypeStruct` carrying the target shardings (see
+        `abstract_with_sharding`).
+
+    Returns:
+      (state, step, meta), or None when the folder has no checkpoint at all.
+
+    Raises:
+      CheckpointError: checkpoints exist but none is readable (never silently starts from scratch), or
+        they were written by another stage.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    failures = []
+    for step in steps:
+      try:
+        meta = self.read_meta(step)
+      except Exception as e:  # noqa: BLE001 -- any unreadable step falls back to the previous one
+        failures.append((step, e))
+        logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous step",
+                        step, self.directory, type(e).__name__, _short(e))
+        continue
+      if meta.get("stage") != self.stage:
+        raise errors.CheckpointError(
+            f"{self.directory} holds checkpoints of stage '{meta.get('stage')}', not '{self.stage}'; "
+            "use another workdir")
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        return restored["state"], step, meta
+      except Exception as e:  # noqa: BLE001
+        failures.append((step, e))
+        logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous step",
+                        step, self.directory, type(e).__name__, _short(e))
+    raise errors.CheckpointError(
+        f"none of the checkpoints in {self.directory} could be restored (steps "
+        f"{[s for s, _ in failures]}); last error: {_short(failures[-1][1])}")
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_with_sharding(tree: PyTree, sharding: jax.sharding.Sharding) -> PyTree:
+  """ShapeDtypeStructs of `tree` (arrays or abstract values) that all carry `sharding`."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+  s = str(e).replace("\n", " ")
+  return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _jsonable(obj: Any) -> Any:
+  """Round-trips through json with numpy scalars/arrays and tuples converted."""
+  return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """Orbax logs benign INFO/WARNING lines on construction; keep the console readable."""
+  old = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(old)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preemption.
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (and SIGINT) into a flag the training loop polls, so it can save and exit cleanly.
+
+  Use as a context manager around the loop; the previous handlers are restored on exit. Only installs
+  handlers in the main thread (signal handlers cannot be set elsewhere, e.g. in a notebook worker thread).
+  """
+
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    self.signals = signals
+    self.received: int | None = None
+    self._old = {}
+
+  def __enter__(self) -> "PreemptionGuard":
+    import threading
+    if threading.current_thread() is threading.main_thread():
+      for s in self.signals:
+        self._old[s] = signal.signal(s, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+    logging.warning("received signal %d: saving a checkpoint at the current step, then exiting", signum)
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+    return False
+
+  @property
+  def requested(self) -> bool:
+    return self.received is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logging.
+
+
+class MetricWriter:
+  """TensorBoard scalars (tensorboardX, no TensorFlow) plus a JSON-lines copy readable without TensorBoard.
+
+  Only process 0 writes.
+  """
+
+  def __init__(self, logdir: str):
+    self.enabled = jax.process_index() == 0
+    self.logdir = logdir
+    self._tb = None
+    if self.enabled:
+      os.makedirs(logdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # imported lazily: only the writing process needs it
+      self._tb = SummaryWriter(logdir)
+      self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in scalars.items()}
+    for k, v in clean.items():
+      self._tb.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+    self._jsonl.flush()
+
+  def write_text(self, tag: str, text: str, step: int = 0) -> None:
+    if self.enabled:
+      self._tb.add_text(tag, text, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+      self._tb.close()
+      self._jsonl.close()
+
+
+class Throughput:
+  """Samples/s over the steps since the last call (host wall clock, after blocking on the step)."""
+
+  def __init__(self):
+    self._t = time.perf_counter()
+    self._n = 0
+
+  def add(self, n: int) -> None:
+    self._n += n
+
+  def rate(self) -> float:
+    now = time.perf_counter()
+    r = self._n / max(now - self._t, 1e-9)
+    self._t, self._n = now, 0
+    return r

@@ -1,0 +1,52 @@
+"""Entry point: `python -m launch.main --config=configs/<file>.py --workdir=DIR [--config.x.y=...]`.
+
+This is the only module with training flags. `config.stage` selects the stage; every stage is a plain
+function `fn(config, workdir)` in the library, callable from a notebook as well.
+"""
+
+import logging as py_logging
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; a second launch resumes from it.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (multi-host GPU/TPU).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _stages():
+  # Imported here so `--helpfull` stays fast and a typo in one stage cannot break the others' flags.
+  from disent_jax import eval_embedder
+  from disent_jax import train_embedder
+  return {
+      "embedder": train_embedder.train_and_evaluate,
+      "embedder_eval": lambda c, w: eval_embedder.write_results(eval_embedder.evaluate(c, w), w),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()  # before any other JAX call
+  py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  logging.set_verbosity(logging.INFO)
+  config = _CONFIG.value
+  stages = _stages()
+  if config.stage not in stages:
+    raise app.UsageError(f"unknown config.stage {config.stage!r}; choose from {sorted(stages)}")
+  logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+               jax.devices())
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  stages[config.stage](config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
