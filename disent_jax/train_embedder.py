@@ -100,7 +100,7 @@ def _grads_and_metrics(state: train_lib.TrainState, batch: dict, loss_kwargs: di
 def _apply(state, grads, aux, batch_stats):
   finite = train_lib.tree_all_finite(grads) & jnp.isfinite(aux["loss"])
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  aux = dict(aux, finite=finite, grad_norm=optax.global_norm(grads))
+  aux = dict(aux, finite=finite, grad_norm=optax.tree.norm(grads))
   return new_state, aux
 
 

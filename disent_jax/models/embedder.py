@@ -68,9 +68,13 @@ class VoxelEmbedder(nn.Module):
     if x.ndim == 4:
       x = x[..., None]
     c1, c2 = self.conv_features
-    x = nn.Conv(c1, (5, 5, 5), strides=(2, 2, 2), padding="VALID", dtype=self.dtype, name="conv1")(x)
+    # A bias before BatchNorm is cancelled by it: its gradient is rounding noise, which Adam would
+    # amplify to +-lr steps. Leave it out when normalising.
+    bias = self.norm == "none"
+    x = nn.Conv(c1, (5, 5, 5), strides=(2, 2, 2), padding="VALID", use_bias=bias, dtype=self.dtype,
+                name="conv1")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn1"), 0.1)
-    x = nn.Conv(c2, (3, 3, 3), padding="VALID", dtype=self.dtype, name="conv2")(x)
+    x = nn.Conv(c2, (3, 3, 3), padding="VALID", use_bias=bias, dtype=self.dtype, name="conv2")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn2"), 0.1)
     x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
     x = x.reshape(x.shape[0], -1)
