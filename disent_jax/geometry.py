@@ -423,11 +423,25 @@ def rot_z(a: Array) -> Array:
                     jnp.stack([z, z, o], -1)], -2)
 
 
+# Two matrices describe a Pascal3D+ viewpoint, and they differ by a transpose and a constant flip:
+#   * R_vk = Rz(az) Rx(pi/2 - el) Rz(-theta) (`viewpoint_to_rotation`) is the `rot` matrix that
+#     ViewpointsAndKeypoints and most Pascal3D+ papers store and evaluate. It is the transpose of the rotation
+#     from the object to an OpenGL-style camera (looking along -Z, Y up).
+#   * R_cv = diag(1, -1, -1) R_vk^T (`viewpoint_to_camera_rotation`) maps the object to our CV camera
+#     (X right, Y down, Z forward): X_c = R_cv X_o + t. This is THE rotation of the project's pose labels
+#     (quaternions, voxel rotations, renders, overlays). Check: Pascal3D+'s project_3d.m puts the camera at
+#     d (cos el sin az, -cos el cos az, sin el); with R_cv that camera centre is -R_cv^T t for t = (0, 0, d).
+# Geodesic errors are the same under either form (d(D A^T, D B^T) = d(A, B)), so figures computed against
+# the annotations' `rot` matrices agree with figures computed in our convention.
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+
+
 def viewpoint_to_rotation(azimuth: Array, elevation: Array, theta: Array) -> Array:
-  """Object-to-camera rotation of a Pascal3D+ viewpoint (radians): Rz(az) Rx(pi/2 - el) Rz(-theta).
+  """The Pascal3D+ annotation matrix of a viewpoint (radians): Rz(az) Rx(pi/2 - el) Rz(-theta).
 
   This is MATLAB `angle2dcm(theta, elevation - pi/2, -azimuth, 'ZXZ')` as used by ViewpointsAndKeypoints
-  and most Pascal3D+ papers; it reproduces the `rot` matrices stored with the real annotations.
+  and most Pascal3D+ papers; it reproduces the `rot` matrices stored with the real annotations. For the
+  object-to-camera rotation used to render or label a pose, use `viewpoint_to_camera_rotation`.
 
   Args:
     azimuth, elevation, theta: broadcastable arrays of angles in radians.
@@ -457,3 +471,19 @@ def rotation_to_viewpoint(r: Array) -> tuple[Array, Array, Array]:
   theta = -c
   theta = jnp.where(theta <= -jnp.pi, theta + 2 * jnp.pi, theta)
   return azimuth, jnp.pi / 2 - b, theta
+
+
+def viewpoint_to_camera_rotation(azimuth: Array, elevation: Array, theta: Array) -> Array:
+  """Object-to-camera rotation R_cv (X_c = R_cv X_o + t, CV camera) of a Pascal3D+ viewpoint (radians).
+
+  R_cv = diag(1, -1, -1) @ viewpoint_to_rotation(...)^T: azimuth 0, elevation 0 looks at the object's front
+  (-y) with +z up in the image; positive elevation looks from above; azimuth 90 degrees sees the +x side.
+  """
+  r_vk = viewpoint_to_rotation(azimuth, elevation, theta)
+  return jnp.asarray(_GL_TO_CV, r_vk.dtype) @ jnp.swapaxes(r_vk, -1, -2)
+
+
+def camera_rotation_to_viewpoint(r_cv: Array) -> tuple[Array, Array, Array]:
+  """Inverse of `viewpoint_to_camera_rotation`: (azimuth, elevation, theta) in radians."""
+  r_cv = jnp.asarray(r_cv)
+  return rotation_to_viewpoint(jnp.swapaxes(r_cv, -1, -2) @ jnp.asarray(_GL_TO_CV, r_cv.dtype))

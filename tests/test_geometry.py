@@ -287,3 +287,35 @@ def test_viewpoint_reproduces_all_865_real_annotations(shared_data):
     wrong = np.asarray(g.viewpoint_to_rotation(-jnp.asarray(azimuth), jnp.asarray(elevation),
                                                jnp.asarray(theta)))
   assert np.abs(wrong - rots).max() > 0.1
+
+
+def test_camera_rotation_matches_pascal3d_camera_centre():
+  rng = np.random.default_rng(3)
+  for _ in range(20):
+    az, el = rng.uniform(0, 2 * np.pi), rng.uniform(-1.2, 1.2)
+    with jax.enable_x64(True):
+      r = np.asarray(g.viewpoint_to_camera_rotation(az, el, 0.0))
+      r_vk = np.asarray(g.viewpoint_to_rotation(az, el, 0.0))
+    # Pascal3D+ project_3d.m: camera centre d (cos el sin az, -cos el cos az, sin el) in the object frame.
+    centre = -r.T @ np.array([0.0, 0.0, 3.0])
+    np.testing.assert_allclose(centre, 3.0 * np.array([np.cos(el) * np.sin(az), -np.cos(el) * np.cos(az),
+                                                       np.sin(el)]), atol=1e-12)
+    np.testing.assert_allclose(r, np.diag([1.0, -1.0, -1.0]) @ r_vk.T, atol=1e-12)
+    # Upright: the object's up axis (+z) points up in the image (negative camera y) when theta = 0.
+    assert (r @ [0.0, 0.0, 1.0])[1] < 0
+
+
+def test_camera_rotation_round_trip_and_same_errors():
+  rng = np.random.default_rng(4)
+  az, el, th = rng.uniform(0, 2 * np.pi, 200), rng.uniform(-1.5, 1.5, 200), rng.uniform(-3, 3, 200)
+  with jax.enable_x64(True):
+    r = g.viewpoint_to_camera_rotation(jnp.asarray(az), jnp.asarray(el), jnp.asarray(th))
+    az2, el2, th2 = (np.asarray(a) for a in g.camera_rotation_to_viewpoint(r))
+    r_vk = g.viewpoint_to_rotation(jnp.asarray(az), jnp.asarray(el), jnp.asarray(th))
+    # Geodesic errors between poses are the same in both conventions.
+    e_cv = np.asarray(g.geodesic_deg(r[:-1], r[1:]))
+    e_vk = np.asarray(g.geodesic_deg(r_vk[:-1], r_vk[1:]))
+  np.testing.assert_allclose(az2, az, atol=1e-9)
+  np.testing.assert_allclose(el2, el, atol=1e-9)
+  np.testing.assert_allclose(th2, th, atol=1e-9)
+  np.testing.assert_allclose(e_cv, e_vk, atol=1e-7)

@@ -54,9 +54,11 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 import trimesh
 
+from disent_jax import geometry
 from disent_jax.cad import model as model_lib
 from disent_jax.cad import zoo_parts as P
 from disent_jax.categories import CATEGORIES
@@ -1356,28 +1358,14 @@ _SHEET_COLORS = {c: tuple(0.35 + 0.5 * np.array(
 
 
 def view_rotation(azimuth: float, elevation: float, theta: float = 0.0) -> np.ndarray:
-  """The object -> camera rotation (X_c = R X_o + t, camera X right, Y down, Z forward) that shows a model
-  the way a Pascal3D+ annotation with these angles (radians) does.
+  """The object -> camera rotation (X_c = R X_o + t, CV camera) of a Pascal3D+ viewpoint (radians).
 
-  Pascal3D+'s own projection (project_3d.m) puts the camera at distance d on
-  (cos(el) sin(az), -cos(el) cos(az), sin(el)) * d with +z up, so azimuth 0 looks at the front (-y) and
-  azimuth 90 deg at the +x side. In terms of the annotation rotation of ViewpointsAndKeypoints,
-  R_vk = Rz(az) Rx(pi/2 - el) Rz(-theta) (`disent_jax.geometry.viewpoint_to_rotation`), this is
-  diag(1, -1, -1) @ R_vk.T: R_vk maps camera to object coordinates of an OpenGL-style camera (looking
-  along -Z, Y up). Geodesic errors do not see the difference (d(R1^T, R2^T) = d(R1, R2), and a constant
-  left factor cancels), but renders do: used as X_c = R_vk X_o + t, R_vk shows the model from below
-  with the azimuth turned into an in-plane rotation.
-
-  Args:
-    azimuth: radians.
-    elevation: radians.
-    theta: in-plane rotation, radians.
-
-  Returns:
-    (3, 3) rotation.
+  Pascal3D+'s projection puts the camera at (cos(el) sin(az), -cos(el) cos(az), sin(el)) * d with +z up,
+  so azimuth 0 looks at the front (-y) and azimuth 90 deg at the +x side. See
+  `disent_jax.geometry.viewpoint_to_camera_rotation` for how this relates to the annotation matrix.
   """
-  r_vk = P.rot_z(azimuth) @ P.rot_x(math.pi / 2 - elevation) @ P.rot_z(-theta)
-  return np.diag([1.0, -1.0, -1.0]) @ r_vk.T
+  with jax.enable_x64(True):  # float64: the sheet's camera should not carry float32 rounding
+    return np.asarray(geometry.viewpoint_to_camera_rotation(azimuth, elevation, theta), np.float64)
 
 
 def _render_tile(mesh: trimesh.Trimesh, R: np.ndarray, t: np.ndarray, size: int, focal: float,
