@@ -62,4 +62,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_rotations = 32  # held-out random rotations per database model
   config.eval.seed = 1_000_003  # distinct from training keys
   config.eval.batch_size = 256
+  config.eval.after_training = True  # evaluate at the end of train_and_evaluate
   return config

@@ -258,7 +258,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       speed.add(config.train.batch_size)
       pbar.update(1)
       last = step == num_steps
-      due_ckpt = ckpt.should_save(step) or last or guard.requested
+      # Read the flag once: the signal may arrive at any moment, and deciding to stop without the save
+      # decided before it would lose the current step.
+      stop = guard.requested
+      due_ckpt = ckpt.should_save(step) or last or stop
       if step % config.train.log_every == 0 or due_ckpt:
         scalars = _flush_metrics(pending, last_good_ckpt, ckpt.directory)
         scalars["samples_per_s"] = speed.rate()
@@ -270,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if due_ckpt:
         ckpt.save(step, _unreplicate(state, config), meta, force=True)
         last_good_ckpt = step
-      if guard.requested:
+      if stop:
         ckpt.wait()
         logging.warning("stopped at step %d on signal %s; checkpoint saved", step, guard.received)
         break
@@ -281,12 +284,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if guard.requested:
     return {"stopped_at_step": step}
   logging.info("Stage I trained %d steps in %.1f s", step - start_step, train_time)
-  results = eval_embedder.evaluate(config, workdir, setup_=s, state=_unreplicate(state, config),
-                                   step=step)
+  results = (eval_embedder.evaluate(config, workdir, setup_=s, state=_unreplicate(state, config),
+                                    step=step) if config.eval.after_training else {})
   results["train"] = {"steps": step, "steps_this_run": step - start_step,
                       "seconds_this_run": train_time,
                       "samples_per_s": (step - start_step) * config.train.batch_size / max(train_time, 1e-9)}
-  eval_embedder.write_results(results, workdir)
+  if config.eval.after_training:
+    eval_embedder.write_results(results, workdir)
   return results
 
 

@@ -31,13 +31,22 @@ def _stages():
   }
 
 
+class _DropLibraryChatter(py_logging.Filter):
+  """Orbax logs several INFO lines per checkpoint; keep its warnings, drop the rest."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # before any other JAX call
-  py_logging.getLogger("absl").setLevel(py_logging.INFO)
   logging.set_verbosity(logging.INFO)
+  for handler in py_logging.getLogger().handlers + py_logging.getLogger("absl").handlers:
+    handler.addFilter(_DropLibraryChatter())
+  logging.get_absl_handler().addFilter(_DropLibraryChatter())
   config = _CONFIG.value
   stages = _stages()
   if config.stage not in stages:
