@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.residual_weight = 1.0
   config.loss.huber_delta = 1.0  # Huber threshold of the residual loss
   config.loss.triplet_margin = 0.2
+  # Beyond the paper (0 = the paper's loss): soft anchor labels exp(-d^2 / 2 sigma^2) over the geodesic
+  # distance d to each anchor, and residual regression for every anchor within a radius of the rotation.
+  config.loss.anchor_soft_sigma_deg = 0.0
+  config.loss.residual_radius_deg = 0.0
 
   # --- Stage I training ---
   config.train = ml_collections.ConfigDict()

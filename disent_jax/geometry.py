@@ -332,10 +332,15 @@ class TranslationGrid:
 
   The paper's "equal cubes": the range [lower, upper] is divided into `cells[i]` equal intervals per axis.
   Anchor index = (ix * ny + iy) * nz + iz.
+
+  Defaults: x and y span the paper's [-0.25, 1.5]. The paper's z range [0.5, 10] belongs to its own depth
+  definition, which it does not spell out ("determined by the translation range in the training data"); for
+  ours (`camera_to_crop_translation`) the synthetic zoo data has z in [0.32, 2.08] (median 1.66), so the
+  default z range is [0.25, 2.75]. With 7 x 7 x 10 cells every cell is a cube of side 0.25.
   """
-  lower: tuple[float, float, float] = (-0.25, -0.25, 0.5)
-  upper: tuple[float, float, float] = (1.5, 1.5, 10.0)
-  cells: tuple[int, int, int] = (7, 7, 19)
+  lower: tuple[float, float, float] = (-0.25, -0.25, 0.25)
+  upper: tuple[float, float, float] = (1.5, 1.5, 2.75)
+  cells: tuple[int, int, int] = (7, 7, 10)
 
   def __post_init__(self):
     if any(c < 1 for c in self.cells) or any(u <= l for l, u in zip(self.lower, self.upper)):

@@ -47,6 +47,43 @@ def translation_residual_loss(residuals: jax.Array, cell: jax.Array, target: jax
   return jnp.sum(huber(take_anchor(residuals, cell) - target, delta), axis=-1)
 
 
+def anchor_distances_deg(quats: jax.Array, anchors: jax.Array) -> jax.Array:
+  """Geodesic distance (degrees) from each rotation (B, 4) to every anchor (A, 4): (B, A)."""
+  cos = jnp.clip(jnp.abs(quats @ anchors.T), 0.0, 1.0)
+  return jnp.degrees(2.0 * jnp.arccos(cos))
+
+
+def soft_anchor_ce(logits: jax.Array, dist_deg: jax.Array, sigma_deg: float) -> jax.Array:
+  """Cross-entropy against a soft anchor distribution p(a) ~ exp(-d(q, q_a)^2 / (2 sigma^2)).
+
+  The paper's hard label is the sigma -> 0 limit. Neighbouring anchors describe nearly the same rotation,
+  so giving them some of the target mass turns the 259-way classification into a smooth problem on SO(3):
+  early in training the network is rewarded for getting the orientation roughly right, which a hard label
+  does not do. The arg-max of the soft target is still the nearest anchor.
+  """
+  target = jax.nn.softmax(-0.5 * (dist_deg / sigma_deg) ** 2, axis=-1)
+  return -jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+
+
+def neighbourhood_residual_loss(residuals: jax.Array, quats: jax.Array, anchors: jax.Array,
+                                dist_deg: jax.Array, radius_deg: float, delta: float) -> jax.Array:
+  """Huber residual loss averaged over every anchor within `radius_deg` of the rotation (B,).
+
+  Each such anchor's residual head is trained to its own target q * q_a^-1, so decoding from a neighbour
+  of the nearest anchor (which the soft classification makes likely early on) still gives the right
+  rotation. The nearest anchor is always included.
+  """
+  from disent_jax import geometry  # local: losses stays importable without the geometry module's deps
+  targets = geometry.quat_canonical(geometry.quat_multiply(
+      quats[:, None, :], geometry.quat_conjugate(anchors)[None, :, :]))  # (B, A, 4)
+  pos = jnp.sum(huber(residuals - targets, delta), axis=-1)
+  neg = jnp.sum(huber(residuals + targets, delta), axis=-1)
+  per_anchor = jnp.minimum(pos, neg)
+  nearest = jnp.argmin(dist_deg, axis=-1)
+  mask = (dist_deg <= radius_deg) | (jnp.arange(anchors.shape[0])[None] == nearest[:, None])
+  return jnp.sum(per_anchor * mask, axis=-1) / jnp.sum(mask, axis=-1)
+
+
 def batch_hard_triplet(embeddings: jax.Array, labels: jax.Array, margin: float) -> jax.Array:
   """Batch-hard triplet loss (per anchor example) on L2-normalised embeddings.
 
@@ -67,18 +104,43 @@ def batch_hard_triplet(embeddings: jax.Array, labels: jax.Array, margin: float) 
   return jnp.where(valid, jnp.maximum(d_pos - d_neg + margin, 0.0), 0.0)
 
 
+def rotation_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], anchors: jax.Array | None,
+                  *, huber_delta: float, soft_sigma_deg: float = 0.0,
+                  residual_radius_deg: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Anchor classification and residual regression losses (B,), (B,) (paper 3.2, plus options).
+
+  With soft_sigma_deg = residual_radius_deg = 0 this is the paper's loss: hard-label cross-entropy on the
+  nearest anchor and the Huber loss on its residual. Otherwise see `soft_anchor_ce` and
+  `neighbourhood_residual_loss` (they need `anchors` and the batch's 'quat').
+  """
+  if soft_sigma_deg > 0 or residual_radius_deg > 0:
+    dist = anchor_distances_deg(batch["quat"], anchors)
+  l_anchor = (soft_anchor_ce(outputs["anchor_logits"], dist, soft_sigma_deg) if soft_sigma_deg > 0
+              else softmax_ce(outputs["anchor_logits"], batch["anchor"]))
+  l_res = (neighbourhood_residual_loss(outputs["residuals"], batch["quat"], anchors, dist,
+                                       residual_radius_deg, huber_delta) if residual_radius_deg > 0
+           else rotation_residual_loss(outputs["residuals"], batch["anchor"], batch["residual"],
+                                       huber_delta))
+  return l_anchor, l_res
+
+
 def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, shape_loss: str,
                 shape_weight: float, anchor_weight: float, residual_weight: float,
-                huber_delta: float, triplet_margin: float = 0.2) -> tuple[jax.Array, dict]:
+                huber_delta: float, triplet_margin: float = 0.2, anchors: jax.Array | None = None,
+                soft_sigma_deg: float = 0.0, residual_radius_deg: float = 0.0
+                ) -> tuple[jax.Array, dict]:
   """The Stage I objective: shape classification (or triplet) + rotation anchor CE + residual Huber.
 
   Args:
     outputs: the embedder's outputs (see `VoxelEmbedder.__call__`).
-    batch: labels 'model' (B,), 'anchor' (B,), 'residual' (B, 4).
+    batch: labels 'model' (B,), 'anchor' (B,), 'residual' (B, 4), 'quat' (B, 4).
     shape_loss: 'ce' or 'triplet'.
     *_weight: loss weights.
     huber_delta: the Huber threshold of the residual loss.
     triplet_margin: margin of the triplet option.
+    anchors: (A, 4) anchor table (needed by the soft-label and neighbourhood options).
+    soft_sigma_deg: > 0 for soft anchor labels (`soft_anchor_ce`); 0 is the paper's hard label.
+    residual_radius_deg: > 0 to train the residuals of all anchors within this radius.
 
   Returns:
     (scalar total loss, dict of scalar components and accuracies for logging).
@@ -89,8 +151,9 @@ def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, s
     l_shape = batch_hard_triplet(outputs["shape_vec"], batch["model"], triplet_margin)
   else:
     raise ValueError(f"unknown shape loss {shape_loss!r}")
-  l_anchor = softmax_ce(outputs["anchor_logits"], batch["anchor"])
-  l_res = rotation_residual_loss(outputs["residuals"], batch["anchor"], batch["residual"], huber_delta)
+  l_anchor, l_res = rotation_loss(outputs, batch, anchors, huber_delta=huber_delta,
+                                  soft_sigma_deg=soft_sigma_deg,
+                                  residual_radius_deg=residual_radius_deg)
   total = jnp.mean(shape_weight * l_shape + anchor_weight * l_anchor + residual_weight * l_res)
   aux = {
       "loss": total,

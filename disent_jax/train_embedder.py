@@ -83,15 +83,18 @@ def _loss_kwargs(config: ml_collections.ConfigDict) -> dict:
   l = config.loss
   return dict(shape_loss=l.shape, shape_weight=l.shape_weight, anchor_weight=l.anchor_weight,
               residual_weight=l.residual_weight, huber_delta=l.huber_delta,
-              triplet_margin=l.triplet_margin)
+              triplet_margin=l.triplet_margin, soft_sigma_deg=l.anchor_soft_sigma_deg,
+              residual_radius_deg=l.residual_radius_deg)
 
 
-def _grads_and_metrics(state: train_lib.TrainState, batch: dict, loss_kwargs: dict):
+def _grads_and_metrics(state: train_lib.TrainState, batch: dict, anchors: jax.Array,
+                       loss_kwargs: dict):
   def objective(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
     outputs, new_vars = state.apply_fn(variables, batch["volume"], train=True,
                                        mutable=["batch_stats"])
-    loss, aux = losses.stage1_loss(outputs, batch, **loss_kwargs)
+    # Looked up at call time (not bound at import) so tests can substitute the loss.
+    loss, aux = losses.stage1_loss(outputs, batch, anchors=anchors, **loss_kwargs)
     return loss, (aux, new_vars.get("batch_stats", {}))
   (_, (aux, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   return grads, aux, batch_stats
@@ -125,7 +128,7 @@ def train_step(state: train_lib.TrainState, key: jax.Array, volumes_bank: jax.Ar
   if batch_sharding is not None:
     models, quats = jax.lax.with_sharding_constraint((models, quats), batch_sharding)
   batch = stage1_data.make_examples(volumes_bank, anchors, models, quats)
-  grads, aux, batch_stats = _grads_and_metrics(state, batch, loss_kwargs)
+  grads, aux, batch_stats = _grads_and_metrics(state, batch, anchors, loss_kwargs)
   return _apply(state, grads, aux, batch_stats)
 
 
@@ -138,7 +141,7 @@ def pmap_train_step(state, key, volumes_bank, anchors, *, batch_size: int, num_d
   """
   index = jax.lax.axis_index(axis_name)
   batch = stage1_data.sample_batch(key, volumes_bank, anchors, batch_size, shard=(index, num_devices))
-  grads, aux, batch_stats = _grads_and_metrics(state, batch, loss_kwargs)
+  grads, aux, batch_stats = _grads_and_metrics(state, batch, anchors, loss_kwargs)
   grads = jax.lax.pmean(grads, axis_name)
   aux = jax.lax.pmean(aux, axis_name)
   return _apply(state, grads, aux, batch_stats)

@@ -192,7 +192,8 @@ def test_residual_definition_matches_paper_eq2(rng):
 
 
 def test_translation_grid_round_trip(rng):
-  grid = g.TranslationGrid(cells=(7, 7, 19))
+  grid = g.TranslationGrid()
+  np.testing.assert_allclose(grid.cell_size, [0.25, 0.25, 0.25])  # equal cubes
   t = rng.uniform(grid.lower, grid.upper, size=(5000, 3))
   idx, res, out = g.encode_translation(jnp.asarray(t), grid)
   assert not np.any(out)
@@ -212,7 +213,7 @@ def test_translation_grid_round_trip_float64_is_exact(rng):
 
 
 def test_translation_out_of_range_is_clipped_not_wrapped(caplog):
-  grid = g.TranslationGrid(cells=(7, 7, 19))
+  grid = g.TranslationGrid(lower=(-0.25, -0.25, 0.5), upper=(1.5, 1.5, 10.0), cells=(7, 7, 19))
   t = np.array([[-1.0, 0.5, 2.0], [0.5, 0.5, 50.0], [0.5, 0.5, 2.0]])
   idx, res, out = g.encode_translation(jnp.asarray(t), grid)
   np.testing.assert_array_equal(out, [True, True, False])

@@ -66,3 +66,46 @@ def test_stage1_loss_combines_weighted_terms():
   with pytest.raises(ValueError, match="unknown shape loss"):
     losses.stage1_loss(outputs, batch, shape_loss="nope", shape_weight=1, anchor_weight=1,
                        residual_weight=1, huber_delta=1)
+
+
+def test_soft_anchor_ce_hand_computed_and_hard_limit():
+  dist = jnp.array([[0.0, 15.0, 30.0]])
+  logits = jnp.array([[2.0, 1.0, 0.0]])
+  got = float(losses.soft_anchor_ce(logits, dist, sigma_deg=15.0)[0])
+  w = np.exp(-0.5 * np.array([0.0, 1.0, 4.0]))
+  w /= w.sum()
+  logp = np.array([2.0, 1.0, 0.0]) - np.log(np.exp([2.0, 1.0, 0.0]).sum())
+  assert got == pytest.approx(-(w * logp).sum(), rel=1e-6)
+  # sigma -> 0 gives the hard-label cross-entropy of the nearest anchor.
+  hard = float(losses.softmax_ce(logits, jnp.array([0]))[0])
+  assert float(losses.soft_anchor_ce(logits, dist, sigma_deg=0.5)[0]) == pytest.approx(hard, rel=1e-5)
+
+
+def test_anchor_distances_match_geometry():
+  from disent_jax import geometry
+  anchors = jnp.asarray(geometry.rotation_anchors(4), jnp.float32)
+  q = geometry.random_quaternions(__import__("jax").random.key(0), (5,))
+  d = losses.anchor_distances_deg(q, anchors)
+  ref = geometry.quat_geodesic_deg(q[:, None], anchors[None])
+  np.testing.assert_allclose(d, ref, atol=2e-2)
+
+
+def test_neighbourhood_residual_loss_is_zero_for_exact_residuals_and_masks_far_anchors():
+  from disent_jax import geometry
+  anchors = jnp.asarray(geometry.rotation_anchors(4), jnp.float32)
+  q = geometry.random_quaternions(__import__("jax").random.key(1), (3,))
+  dist = losses.anchor_distances_deg(q, anchors)
+  exact = geometry.quat_canonical(geometry.quat_multiply(q[:, None], geometry.quat_conjugate(anchors)[None]))
+  np.testing.assert_allclose(
+      losses.neighbourhood_residual_loss(exact, q, anchors, dist, 60.0, 1.0), 0.0, atol=1e-6)
+  # Spoil the residuals of anchors outside the radius: the loss must not see them.
+  nearest = jnp.argmin(dist, axis=-1)
+  far = (dist > 60.0) & (jnp.arange(anchors.shape[0])[None] != nearest[:, None])
+  spoiled = jnp.where(far[..., None], jnp.array([0.0, 1.0, 0.0, 0.0]), exact)
+  np.testing.assert_allclose(
+      losses.neighbourhood_residual_loss(spoiled, q, anchors, dist, 60.0, 1.0), 0.0, atol=1e-6)
+  # Radius 0 keeps only the nearest anchor: equal to the paper's loss on that anchor.
+  noisy = exact + 0.1
+  ref = losses.rotation_residual_loss(noisy, nearest, exact[jnp.arange(3), nearest], 1.0)
+  np.testing.assert_allclose(losses.neighbourhood_residual_loss(noisy, q, anchors, dist, 0.0, 1.0), ref,
+                             rtol=1e-5)
