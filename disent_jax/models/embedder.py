@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from disent_jax.models import conv3d
 from disent_jax.models import heads
 
 
@@ -37,6 +38,7 @@ class VoxelEmbedder(nn.Module):
     embedding_activation: 'none' (linear embedding), 'relu' or 'tanh'.
     head_hidden: hidden width of the rotation head (0: linear).
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
+    conv_impl: convolution implementation, see `conv3d.Conv3D` ('auto' picks the fastest exact one).
     dtype: computation dtype (parameters stay float32).
   """
   num_models: int
@@ -49,6 +51,7 @@ class VoxelEmbedder(nn.Module):
   embedding_activation: str = "none"
   head_hidden: int = 0
   bn_axis_name: str | None = None
+  conv_impl: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
   def _norm(self, x, train: bool, name: str):
@@ -71,10 +74,10 @@ class VoxelEmbedder(nn.Module):
     # A bias before BatchNorm is cancelled by it: its gradient is rounding noise, which Adam would
     # amplify to +-lr steps. Leave it out when normalising.
     bias = self.norm == "none"
-    x = nn.Conv(c1, (5, 5, 5), strides=(2, 2, 2), padding="VALID", use_bias=bias, dtype=self.dtype,
-                name="conv1")(x)
+    x = conv3d.Conv3D(c1, 5, stride=2, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
+                      name="conv1")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn1"), 0.1)
-    x = nn.Conv(c2, (3, 3, 3), padding="VALID", use_bias=bias, dtype=self.dtype, name="conv2")(x)
+    x = conv3d.Conv3D(c2, 3, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, name="conv2")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn2"), 0.1)
     x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
     x = x.reshape(x.shape[0], -1)

@@ -1,0 +1,44 @@
+"""The fast 3D convolution rewrites compute exactly the reference convolution, forward and backward."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from disent_jax.models import conv3d
+
+
+@pytest.mark.parametrize("size,ci", [(16, 1), (12, 3)])
+def test_s2d_equals_lax_forward_and_gradients(size, ci):
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (2, size, size, size, ci))
+  w = jax.random.normal(kw, (5, 5, 5, ci, 4))
+  np.testing.assert_allclose(conv3d.conv_s2d(x, w), conv3d.conv_lax(x, w, 2), rtol=1e-4, atol=1e-4)
+  g_ref = jax.grad(lambda x, w: jnp.sum(conv3d.conv_lax(x, w, 2) ** 2), argnums=(0, 1))(x, w)
+  g = jax.grad(lambda x, w: jnp.sum(conv3d.conv_s2d(x, w) ** 2), argnums=(0, 1))(x, w)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_im2col_equals_lax(stride):
+  kx, kw = jax.random.split(jax.random.key(1))
+  x = jax.random.normal(kx, (2, 9, 9, 9, 3))
+  w = jax.random.normal(kw, (3, 3, 3, 3, 5))
+  np.testing.assert_allclose(conv3d.conv_im2col(x, w, stride), conv3d.conv_lax(x, w, stride),
+                             rtol=1e-4, atol=1e-4)
+  g_ref = jax.grad(lambda w: jnp.sum(jnp.sin(conv3d.conv_lax(x, w, stride))))(w)
+  g = jax.grad(lambda w: jnp.sum(jnp.sin(conv3d.conv_im2col(x, w, stride))))(w)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-3)
+
+
+def test_module_impls_share_parameters_and_agree():
+  x = jax.random.uniform(jax.random.key(2), (2, 16, 16, 16, 1))
+  ref = conv3d.Conv3D(4, 5, stride=2, impl="lax")
+  params = ref.init(jax.random.key(3), x)
+  assert params["params"]["kernel"].shape == (5, 5, 5, 1, 4)
+  for impl in ("s2d", "im2col", "auto"):
+    np.testing.assert_allclose(conv3d.Conv3D(4, 5, stride=2, impl=impl).apply(params, x),
+                               ref.apply(params, x), rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="even input"):
+    conv3d.Conv3D(4, 5, stride=2, impl="s2d").apply(params, x[:, :15, :15, :15])
