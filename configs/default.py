@@ -67,5 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_rotations = 32  # held-out random rotations per database model
   config.eval.seed = 1_000_003  # distinct from training keys
   config.eval.batch_size = 256
-  config.eval.after_training = True  # evaluate at the end of train_and_evaluate
+  config.eval.after_training = True
+  # Categories treated as symmetric in reports in addition to the models' own symmetry metadata (real CAD
+  # collections carry none; e.g. 'bottle' for Pascal3D+).
+  config.eval.symmetric_categories = ""  # comma-separated  # evaluate at the end of train_and_evaluate
   return config

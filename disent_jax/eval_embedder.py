@@ -105,7 +105,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_=None, st
   canon_vecs = np.concatenate(canon)
 
   cats = np.asarray(bank.categories)[model_idx]
-  symmetric = np.asarray([bank.symmetries[i] is not None for i in model_idx])
+  extra = {c.strip() for c in config.eval.symmetric_categories.split(",") if c.strip()}
+  model_symmetric = [bank.symmetries[i] is not None or bank.categories[i] in extra for i in range(k)]
+  symmetric = np.asarray(model_symmetric)[model_idx]
   errors = np.asarray(geometry.quat_geodesic_deg(jnp.asarray(out["q_pred"]),
                                                  jnp.asarray(quats[rot_idx], jnp.float32)))
   d2 = np.sum((out["shape_vec"][:, None] - canon_vecs[None]) ** 2, -1)
@@ -130,7 +132,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_=None, st
           "shape_vec": disentanglement(out["shape_vec"].reshape(k, m, -1)),
           "pose_vec": disentanglement(out["pose_vec"].reshape(k, m, -1)),
       },
-      "symmetric_models": [str(keys[i]) for i in range(k) if bank.symmetries[i] is not None],
+      "symmetric_models": [str(keys[i]) for i in range(k) if model_symmetric[i]],
   }
   sv, pv = results["disentanglement"]["shape_vec"], results["disentanglement"]["pose_vec"]
   sv["ratio"] = sv["across_rotations"] / max(sv["across_models"], 1e-12)
