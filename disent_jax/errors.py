@@ -29,6 +29,14 @@ class ImageError(DisentError, ValueError):
   """An image is unreadable, or a bounding box is invalid for it."""
 
 
+class ManualDirError(DisentError, FileNotFoundError):
+  """A dataset's manual download directory is missing or incomplete; the message lists what is missing."""
+
+
+class VoxelBankError(DisentError, ValueError):
+  """A voxel bank file is unreadable or inconsistent. The message names the file."""
+
+
 class CheckpointError(DisentError):
   """Checkpoints in a workdir are missing, corrupt, or belong to another stage."""
 

@@ -14,9 +14,9 @@ from disent_jax.datasets import crops
 from disent_jax.datasets import synthetic
 from disent_jax.errors import ConfigError
 
-SETTINGS = synthetic.SyntheticSettings(num_train=12, num_validation=4, num_test=4, image_size=64,
-                                       crop_size=32, seed=5, p_occlude=0.3, p_truncate=0.2,
-                                       backend="raycast")
+import _helpers
+
+SETTINGS = _helpers.tiny_synthetic_settings(seed=5, p_occlude=0.3, p_truncate=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -13,24 +13,9 @@ import tensorflow_datasets as tfds
 from disent_jax.cad import collections as cad_collections
 from disent_jax.cad import voxels as voxels_lib
 from disent_jax.datasets import modelnet40
-from disent_jax.datasets.pascal3d import ManualDirError
-from disent_jax.errors import ConfigError, MeshError
+from disent_jax.errors import ConfigError, ManualDirError, MeshError
 
-
-def box_mesh(extent, offset) -> tuple[np.ndarray, np.ndarray]:
-  corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
-  v = corners * np.asarray(extent) + np.asarray(offset)
-  f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6],
-                [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
-  return v, f
-
-
-def write_off(path: pathlib.Path, v, f, one_line_header: bool = False) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # ModelNet's known quirk: some files start with 'OFF<nv> <nf> 0' on one line.
-  head = [f"OFF{len(v)} {len(f)} 0"] if one_line_header else ["OFF", f"{len(v)} {len(f)} 0"]
-  lines = head + [f"{a:.4f} {b:.4f} {c:.4f}" for a, b, c in v] + [f"3 {a} {b} {c}" for a, b, c in f]
-  path.write_text("\r\n".join(lines) + "\r\n")
+import _helpers
 
 
 @pytest.fixture()
@@ -41,8 +26,10 @@ def tree(tmp_path) -> pathlib.Path:
     for part, n, start in (("train", n_train, 1), ("test", n_test, n_train + 1)):
       for k in range(start, start + n):
         extent = rng.uniform(0.2, 1.0, 3) * (10.0 if cls == "airplane" else 1.0)  # Arbitrary units.
-        write_off(root / cls / part / f"{cls}_{k:04d}.off", *box_mesh(extent, rng.uniform(-3, 3, 3)),
-                  one_line_header=(k == 2))
+        # ModelNet files end lines with '\r\n'; one starts with the one-line header quirk.
+        _helpers.write_off(root / cls / part / f"{cls}_{k:04d}.off",
+                           *_helpers.box_mesh(extent, rng.uniform(-3, 3, 3)), decimals=4, newline="\r\n",
+                           one_line_header=(k == 2))
   return root
 
 

@@ -32,6 +32,8 @@ from disent_jax.datasets import pascal3d
 from disent_jax.datasets import pascal3d_annotations as ann
 from disent_jax.errors import AnnotationError, ImageError
 
+import _helpers
+
 EMPTY = np.zeros((0, 0))
 
 
@@ -146,22 +148,6 @@ def write_mat(path: pathlib.Path, record: np.ndarray) -> None:
   scipy.io.savemat(str(path), {"record": record})
 
 
-def box_mesh(extent, offset) -> tuple[np.ndarray, np.ndarray]:
-  """An axis-aligned box (8 vertices, 12 triangles)."""
-  corners = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
-  v = corners * np.asarray(extent) + np.asarray(offset)
-  f = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6],
-                [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
-  return v, f
-
-
-def write_off(path: pathlib.Path, v: np.ndarray, f: np.ndarray) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  lines = ["OFF", f"{len(v)} {len(f)} 0"] + [f"{a:.5f} {b:.5f} {c:.5f}" for a, b, c in v]
-  lines += [f"3 {a} {b} {c}" for a, b, c in f]
-  path.write_text("\n".join(lines) + "\n")
-
-
 def write_jpeg(path: pathlib.Path, width: int, height: int, seed: int, mode: str = "RGB") -> None:
   rng = np.random.default_rng(seed)
   yy, xx = np.mgrid[0:height, 0:width]
@@ -188,7 +174,7 @@ CAMERA = dict(distance=5.0, focal=1.0, viewport=120.0)
 
 def posed(cls, cad_index, az, el, theta, px, py, **flags) -> dict:
   """An object of `cls` whose box is the projection of its mesh (truncated if clipped)."""
-  v, _ = box_mesh(*MESHES[(cls, cad_index)])
+  v, _ = _helpers.box_mesh(*MESHES[(cls, cad_index)])
   uv = project_3d(v, az, el, theta, CAMERA["distance"], CAMERA["focal"], CAMERA["viewport"], px, py)
   box, truncated = voc_box(uv, W, H)
   vp = viewpoint_struct(az, el, theta, CAMERA["distance"], px, py, CAMERA["focal"], CAMERA["viewport"])
@@ -207,7 +193,7 @@ def person(box=(2, 3, 20, 40)) -> dict:
 def make_tree(root: pathlib.Path) -> dict[str, dict[str, dict]]:
   """Writes a miniature PASCAL3D+_release1.1 tree; returns {split: {instance_id: expected}}."""
   for (cat, idx), (extent, offset) in MESHES.items():
-    write_off(root / "CAD" / cat / f"{idx:02d}.off", *box_mesh(extent, offset))
+    _helpers.write_off(root / "CAD" / cat / f"{idx:02d}.off", *_helpers.box_mesh(extent, offset))
   voc_sets = root / pascal3d.VOC_DIR / "ImageSets" / "Main"
   voc_sets.mkdir(parents=True)
   (root / "Image_sets").mkdir(parents=True)
@@ -618,7 +604,7 @@ def test_property_mutated_records_parse_or_raise_annotation_error(paths, values,
     except AnnotationError as e:
       assert str(path) in str(e)
       return
-    norm = mesh_io.mesh_from_arrays(*box_mesh((0.5, 0.4, 0.3), (0.01, 0, 0)))[1]
+    norm = mesh_io.mesh_from_arrays(*_helpers.box_mesh((0.5, 0.4, 0.3), (0.01, 0, 0)))[1]
     for obj in rec.posed_objects:
       labels = ann.pose_labels(obj, norm)
       assert labels.quaternion.shape == (4,)
@@ -765,7 +751,7 @@ def test_build_round_trip(tree, tmp_path):
       np.testing.assert_allclose(ex["translation_camera"], t_norm, rtol=1e-5)
       np.testing.assert_allclose(ex["translation"], g.camera_to_crop_translation(t_norm, box, k), rtol=1e-5)
       # The stored pose projects the normalised mesh onto the upstream projection of the raw mesh.
-      v, _ = box_mesh(*MESHES[(e["cls"], e["cad_index"])])
+      v, _ = _helpers.box_mesh(*MESHES[(e["cls"], e["cad_index"])])
       uv = project_3d(v, e["az"], e["el"], e["theta"], 5.0, 1.0, 120.0, e["px"], e["py"])
       t_back = np.asarray(g.crop_to_camera_translation(ex["translation"], ex["bbox"], ex["intrinsics"]))
       ours = _project_ours(norm.apply(v), np.asarray(ex["intrinsics"], float),

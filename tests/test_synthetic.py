@@ -18,11 +18,11 @@ from disent_jax.datasets import viewpoints
 from disent_jax.errors import ConfigError, ImageError
 from disent_jax.render import Camera, RaycastRenderer, project, projected_bbox
 
+import _helpers
+
 # A tiny dataset: ray casting (no GL context in the test process), flags made frequent so that every
 # branch (occluded, truncated, clean) appears among 20 examples.
-TINY = synthetic.SyntheticSettings(num_train=12, num_validation=4, num_test=4, image_size=64,
-                                   crop_size=32, seed=3, p_occlude=0.4, p_truncate=0.3,
-                                   backend="raycast")
+TINY = _helpers.tiny_synthetic_settings(seed=3, p_occlude=0.4, p_truncate=0.3)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import logging
 import os
 import pathlib
 import re
+from collections.abc import Sequence
 
 import trimesh
 
@@ -174,6 +175,38 @@ def _load_mat(category: str, mat: pathlib.Path, problems: _Problems) -> list[mod
 # ModelNet and plain folders.
 
 
+def modelnet_entries(root: PathLike, split: str, classes: Sequence[str] | None = None
+                     ) -> list[tuple[str, int, pathlib.Path]]:
+  """(class, cad_index, path) of the `.off` files of a ModelNet-style tree's split, without loading them.
+
+  The numbering of `load_modelnet_tree` (which reads its models from here): cad_index = 1-based position
+  of the file among the class's train AND test files sorted by name, so a model has the same index
+  whichever split is read.
+
+  Args:
+    root: the tree's root (not checked: it must be an existing directory).
+    split: 'train', 'test' or 'all' (not checked; another value selects nothing).
+    classes: read only these class folders (default: every folder).
+
+  Returns:
+    The entries, ordered by class name then cad_index.
+  """
+  root = pathlib.Path(root)
+  out = []
+  for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    if classes is not None and class_dir.name not in classes:
+      continue
+    files = []
+    for part in ("train", "test"):
+      if (class_dir / part).is_dir():
+        files += [(p.name, part, p) for p in (class_dir / part).iterdir()
+                  if p.suffix.lower() == ".off" and p.is_file()]
+    for cad_index, (_, part, path) in enumerate(sorted(files), start=1):
+      if split in ("all", part):
+        out.append((class_dir.name, cad_index, path))
+  return out
+
+
 def load_modelnet_tree(root: PathLike, split: str = "train", *,
                        skip_bad: bool = False) -> list[model_lib.CadModel]:
   """Loads a ModelNet-style tree `<class>/{train,test}/*.off`.
@@ -198,16 +231,7 @@ def load_modelnet_tree(root: PathLike, split: str = "train", *,
   if split not in MODELNET_SPLITS:
     raise ConfigError(f"unknown ModelNet split {split!r} (expected one of {MODELNET_SPLITS})")
   root = _check_root(root)
-  entries = []
-  for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-    files = []
-    for part in ("train", "test"):
-      if (class_dir / part).is_dir():
-        files += [(p.name, part, p) for p in (class_dir / part).iterdir()
-                  if p.suffix.lower() == ".off" and p.is_file()]
-    for cad_index, (_, part, path) in enumerate(sorted(files), start=1):
-      if split in ("all", part):
-        entries.append((class_dir.name, cad_index, path))
+  entries = modelnet_entries(root, split)
   if not entries:
     raise CollectionError(f"{root}: no ModelNet meshes for split {split!r} (expected "
                           "<class>/{train,test}/*.off)", [(str(root), "no ModelNet meshes")])

@@ -31,7 +31,8 @@ import tqdm
 
 from disent_jax.cad import model as model_lib
 from disent_jax.cad import voxels
-from disent_jax.errors import DisentError, MeshError
+# VoxelBankError lives in disent_jax.errors; it stays importable from here (voxel_bank.VoxelBankError).
+from disent_jax.errors import MeshError, VoxelBankError
 
 PathLike = str | os.PathLike
 
@@ -42,10 +43,6 @@ FORMAT_VERSION = 1
 
 _META_FIELDS = ("categories", "sources", "names", "symmetries", "normalizations", "resolution",
                 "fingerprint", "fill")
-
-
-class VoxelBankError(DisentError, ValueError):
-  """A voxel bank file is unreadable or inconsistent. The message names the file."""
 
 
 @dataclasses.dataclass(eq=False)

@@ -27,8 +27,6 @@ import dataclasses
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -39,8 +37,8 @@ from disent_jax.cad import collections as cad_collections
 from disent_jax.cad import mesh_io
 from disent_jax.cad import model as model_lib
 from disent_jax.cad import voxels as voxels_lib
-from disent_jax.datasets.pascal3d import ManualDirError
-from disent_jax.errors import ConfigError
+from disent_jax.datasets import pascal3d
+from disent_jax.errors import ConfigError, ManualDirError
 
 PathLike = str | os.PathLike
 
@@ -107,27 +105,8 @@ def load_modelnet40_aligned(root: PathLike, split: str = "train", *, up_axis: st
   return [reorient(m, up_axis) for m in models]
 
 
-def modelnet_entries(root: PathLike, split: str, classes: Sequence[str] | None = None
-                     ) -> list[tuple[str, int, pathlib.Path]]:
-  """(class, cad_index, path) of a split without loading meshes, numbered as `load_modelnet_tree`.
-
-  cad_index = 1-based position of the file among the class's train AND test files sorted by name, so a
-  model has the same index whichever split is read.
-  """
-  root = pathlib.Path(root)
-  out = []
-  for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-    if classes is not None and class_dir.name not in classes:
-      continue
-    files = []
-    for part in ("train", "test"):
-      if (class_dir / part).is_dir():
-        files += [(p.name, part, p) for p in (class_dir / part).iterdir()
-                  if p.suffix.lower() == ".off" and p.is_file()]
-    for cad_index, (_, part, path) in enumerate(sorted(files), start=1):
-      if split in ("all", part):
-        out.append((class_dir.name, cad_index, path))
-  return out
+# Re-exported: (class, cad_index, path) of a split without loading meshes, as `load_modelnet_tree` numbers it.
+modelnet_entries = cad_collections.modelnet_entries
 
 
 def check_manual_dir(manual_dir: PathLike, classes: Sequence[str] = MODELNET40_CLASSES) -> pathlib.Path:
@@ -270,22 +249,5 @@ def build_modelnet40(manual_dir: PathLike, data_dir: PathLike, *, resolution: in
   """
   config = make_config(resolution, fill=fill, up_axis=up_axis, classes=classes)
   root = check_manual_dir(manual_dir, config.classes)
-  data_dir = pathlib.Path(os.path.expanduser(os.fspath(data_dir)))
-  final = data_dir / "modelnet40_aligned" / config.name / str(Modelnet40Aligned.VERSION)
-  if (final / "dataset_info.json").is_file():
-    logging.info("ModelNet40 voxel dataset already prepared at %s", final)
-    return str(final)
-  data_dir.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".modelnet40-tmp-", dir=data_dir))
-  try:
-    builder = Modelnet40Aligned(config=config, data_dir=str(tmp))
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(root), try_download_gcs=False))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():  # A leftover without dataset_info.json is not a dataset: replace it.
-      shutil.rmtree(final)
-    os.replace(builder.data_dir, final)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return str(final)
+  return pascal3d.build_atomically(Modelnet40Aligned, config, root, data_dir,
+                                   title="ModelNet40 voxel dataset", tmp_prefix=".modelnet40-tmp-")

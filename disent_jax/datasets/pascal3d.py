@@ -52,7 +52,8 @@ from disent_jax.cad import model as model_lib
 from disent_jax.datasets import crops
 from disent_jax.datasets import features as features_lib
 from disent_jax.datasets import pascal3d_annotations as ann
-from disent_jax.errors import AnnotationError, CollectionError, ConfigError, DisentError, ImageError
+# ManualDirError lives in disent_jax.errors; it stays importable from here (pascal3d.ManualDirError).
+from disent_jax.errors import AnnotationError, CollectionError, ConfigError, ImageError, ManualDirError
 
 PathLike = str | os.PathLike
 
@@ -74,10 +75,6 @@ manual directory (--manual_dir). It must contain:
 for the 12 categories {', '.join(categories_lib.CATEGORIES)}. The release zip ships all of this, including the
 PASCAL VOC 2012 devkit under PASCAL/.
 """
-
-
-class ManualDirError(DisentError, FileNotFoundError):
-  """The manual download directory is missing or incomplete; the message lists what is missing."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,23 +420,46 @@ def build_pascal3d(manual_dir: PathLike, data_dir: PathLike, *, crop_size: int =
   """
   config = make_config(crop_size, categories)
   root = check_manual_dir(manual_dir, config.categories)
+  return build_atomically(Pascal3d, config, root, data_dir, title="PASCAL3D+ dataset",
+                          tmp_prefix=".pascal3d-tmp-")
+
+
+def build_atomically(builder_cls: type[tfds.core.GeneratorBasedBuilder], config: tfds.core.BuilderConfig,
+                     manual_dir: pathlib.Path, data_dir: PathLike, *, title: str, tmp_prefix: str) -> str:
+  """Prepares a manual-download TFDS dataset (array_record files) atomically and returns its directory.
+
+  Shared by the manual-download builders (this module's and `modelnet40`'s). The dataset is written into
+  a temporary folder in `data_dir` and renamed into place only when complete, so
+  `data_dir/<builder name>/<config name>/<version>` is either absent or whole. An existing complete
+  dataset (one with dataset_info.json) is reused; a leftover without it is replaced.
+
+  Args:
+    builder_cls: the builder class; its `name` and `VERSION` name the destination.
+    config: the builder config.
+    manual_dir: the (already checked) manual download directory.
+    data_dir: where TFDS datasets live ('~' is expanded).
+    title: what the dataset is called in the log (e.g. 'PASCAL3D+ dataset').
+    tmp_prefix: name prefix of the temporary folder (a dot name, e.g. '.pascal3d-tmp-').
+
+  Returns:
+    The dataset directory, for `tfds.builder_from_directory(...)`.
+  """
   data_dir = pathlib.Path(os.path.expanduser(os.fspath(data_dir)))
-  final = data_dir / "pascal3d" / config.name / str(Pascal3d.VERSION)
+  final = data_dir / builder_cls.name / config.name / str(builder_cls.VERSION)
   if (final / "dataset_info.json").is_file():
-    logging.info("PASCAL3D+ dataset already prepared at %s", final)
+    logging.info("%s already prepared at %s", title, final)
     return str(final)
   data_dir.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=".pascal3d-tmp-", dir=data_dir))
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=data_dir))
   try:
-    builder = Pascal3d(config=config, data_dir=str(tmp))
+    builder = builder_cls(config=config, data_dir=str(tmp))
     builder.download_and_prepare(
         file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(root), try_download_gcs=False))
-    built = pathlib.Path(builder.data_dir)
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False))
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():  # A leftover without dataset_info.json is not a dataset: replace it.
       shutil.rmtree(final)
-    os.replace(built, final)
+    os.replace(builder.data_dir, final)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return str(final)
