@@ -101,10 +101,10 @@ class Checkpoints:
     if read_only and not os.path.isdir(self.directory):
       raise errors.CheckpointError(f"no checkpoints for stage '{stage}' in {self.directory}")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only,
         # Saving is decided here (periodic or forced), not by orbax's own interval.
-        save_interval_steps=1)
+        save_interval_steps=0 if read_only else 1)
     with _quiet_absl():
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "meta"))
