@@ -26,6 +26,7 @@ import tqdm
 from disent_jax import errors
 from disent_jax import geometry
 from disent_jax import losses
+from disent_jax import plots
 from disent_jax import stage1_data
 from disent_jax import train_lib
 from disent_jax.cad import collections as cad_collections
@@ -283,6 +284,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pbar.close()
   ckpt.close()
   writer.close()
+  if jax.process_index() == 0:
+    plots.plot_learning_curve(os.path.join(out_dir, "tb", "metrics.jsonl"),
+                              os.path.join(out_dir, "learning_curve.png"), config.train.batch_size)
   train_time = time.perf_counter() - t0
   if guard.requested:
     return {"stopped_at_step": step}

@@ -39,6 +39,8 @@ def test_train_checkpoint_resume_and_evaluate(tmp_path, cache_dir):
   assert results["train"]["steps"] == 3 and results["train"]["steps_this_run"] == 3
   assert os.path.exists(os.path.join(workdir, "embedder", "eval.json"))
   assert os.path.exists(os.path.join(workdir, "embedder", "eval.md"))
+  with open(os.path.join(workdir, "embedder", "learning_curve.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   logged = [json.loads(l) for l in open(os.path.join(workdir, "embedder", "tb", "metrics.jsonl"))]
   assert [r["step"] for r in logged] == [1, 2, 3]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "embedder", "tb")))
