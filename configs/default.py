@@ -1,6 +1,7 @@
 """Default configuration: every field of every stage, documented. Other config files override a few.
 
-`config.stage` selects what `launch/main.py` runs: 'embedder' (Stage I), 'regressor' (Stage II), 'eval'.
+`config.stage` selects what `launch/main.py` runs: 'embedder' (train + evaluate Stage I) or 'embedder_eval'
+(evaluate the latest Stage I checkpoint of the workdir). Stage II and the full evaluation join later.
 Load in a notebook by import (`from configs import default; cfg = default.get_config()`), not through flags.
 """
 
@@ -9,7 +10,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.stage = "embedder"  # which stage launch/main.py runs: 'embedder' | 'regressor' | 'eval'
+  config.stage = "embedder"  # which stage launch/main.py runs: 'embedder' | 'embedder_eval'
   config.seed = 0  # the one seed: split into init, data and loop keys
 
   # --- CAD database and voxels ---
@@ -67,8 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.num_rotations = 32  # held-out random rotations per database model
   config.eval.seed = 1_000_003  # distinct from training keys
   config.eval.batch_size = 256
-  config.eval.after_training = True
+  config.eval.after_training = True  # evaluate at the end of train_and_evaluate
   # Categories treated as symmetric in reports in addition to the models' own symmetry metadata (real CAD
-  # collections carry none; e.g. 'bottle' for Pascal3D+).
-  config.eval.symmetric_categories = ""  # comma-separated  # evaluate at the end of train_and_evaluate
+  # collections carry none; e.g. 'bottle' for Pascal3D+). Comma-separated.
+  config.eval.symmetric_categories = ""  # evaluate at the end of train_and_evaluate
   return config

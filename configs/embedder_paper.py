@@ -6,4 +6,5 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.stage = "embedder"
+  config.model.norm = "none"  # VoxNet as in the paper: no normalisation (the conv biases come back)
   return config

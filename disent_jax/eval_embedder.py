@@ -22,29 +22,46 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.spatial
 
 from disent_jax import geometry
 from disent_jax import metrics
 from disent_jax import train_embedder
 
 
+# Large databases (e.g. ModelNet's ~10k models): the pairwise statistics use at most this many models.
+_MAX_MODELS_FOR_PAIRS = 512
+
+
 def _mean_pairwise(x: np.ndarray) -> float:
   """Mean L2 distance over distinct pairs of rows of x (N, D)."""
-  d = np.sqrt(np.maximum(np.sum((x[:, None] - x[None]) ** 2, -1), 0.0))
-  n = len(x)
-  return float(d.sum() / max(n * (n - 1), 1))
+  return float(scipy.spatial.distance.pdist(x).mean()) if len(x) > 1 else 0.0
 
 
-def disentanglement(vectors: np.ndarray) -> dict:
+def disentanglement(vectors: np.ndarray, seed: int = 0) -> dict:
   """Within/between distance ratios of a (K models, M rotations, D) grid of vectors.
 
   Returns:
     {'across_rotations': mean over models of the mean pairwise distance among its M rotations,
-     'across_models': mean over rotations of the mean pairwise distance among the K models}.
+     'across_models': mean over rotations of the mean pairwise distance among the K models}
+    (over a fixed random subset of `_MAX_MODELS_FOR_PAIRS` models when K is larger).
   """
   k, m, _ = vectors.shape
+  if k > _MAX_MODELS_FOR_PAIRS:
+    vectors = vectors[np.random.default_rng(seed).choice(k, _MAX_MODELS_FOR_PAIRS, replace=False)]
+    k = _MAX_MODELS_FOR_PAIRS
   return {"across_rotations": float(np.mean([_mean_pairwise(vectors[i]) for i in range(k)])),
           "across_models": float(np.mean([_mean_pairwise(vectors[:, j]) for j in range(m)]))}
+
+
+def nearest_rows(queries: np.ndarray, database: np.ndarray, chunk: int = 4096) -> np.ndarray:
+  """Index of the nearest (L2) database row for each query row, in chunks (no (N, K, D) temporary)."""
+  db_sq = np.sum(database * database, axis=1)
+  out = []
+  for start in range(0, len(queries), chunk):
+    q = queries[start:start + chunk]
+    out.append(np.argmin(db_sq[None, :] - 2.0 * q @ database.T, axis=1))
+  return np.concatenate(out) if out else np.zeros(0, int)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_=None, state=None,
@@ -120,8 +137,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_=None, st
   flipped = geometry.quat_multiply(jnp.asarray(quats[rot_idx], jnp.float32), half_turn_z)
   errors_fb = np.minimum(errors, np.asarray(geometry.quat_geodesic_deg(jnp.asarray(out["q_pred"]),
                                                                        flipped)))
-  d2 = np.sum((out["shape_vec"][:, None] - canon_vecs[None]) ** 2, -1)
-  nn_pred = np.argmin(d2, axis=1)
+  nn_pred = nearest_rows(out["shape_vec"], canon_vecs)
 
   keys = np.asarray([f"{c}/{i:02d}" for c, i in zip(bank.categories, bank.cad_indices)])
   results = {

@@ -208,7 +208,7 @@ def rotation_anchors(n: int) -> np.ndarray:
   """
   if n < 1:
     raise ValueError(f"rotation_anchors needs n >= 1, got {n}")
-  u1 = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+  u1 = np.linspace(0.0, 1.0, n)  # n = 1 gives [0.0]
   u23 = np.arange(n) / n
   g1, g2, g3 = np.meshgrid(u1, u23, u23, indexing="ij")
   g1, g2, g3 = g1.ravel(), g2.ravel(), g3.ravel()
@@ -272,22 +272,25 @@ def decode_rotation(idx: Array, q_d: Array, anchors: Array) -> Array:
 #   Let the object (its normalised frame's origin, see disent_jax/cad/model.py) sit at camera coordinates
 #   T = (X, Y, Z), seen by a pinhole camera K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixel i's centre at
 #   u = i + 0.5), and let the object's bounding box in the image be (x1, y1, x2, y2), w = x2 - x1,
-#   h = y2 - y1, s = max(w, h), f = (fx + fy) / 2. The projected centre is u = fx X / Z + cx,
-#   v = fy Y / Z + cy. Then
-#     x = (u - x1) / w,    y = (v - y1) / h            (projected centre in crop-normalised coordinates:
-#                                                       0 = left/top edge of the box, 1 = right/bottom)
-#     z = (Z / r) * (s / f)                            (depth in units of the object's radius r = 0.5, as
-#                                                       seen by a camera whose focal length is the box size)
-#   so an object that fills its box has z close to 2 * (its projected extent), independent of the image
-#   resolution, the true focal length and the crop. Knowing K and the box recovers T exactly.
+#   h = y2 - y1. The network sees the square crop of side s = max(w, h) centred on the box centre
+#   (bx, by) (`disent_jax.datasets.crops.square_crop`), whose top-left corner is (bx - s/2, by - s/2).
+#   With f = (fx + fy) / 2 and the projected centre u = fx X / Z + cx, v = fy Y / Z + cy:
+#     x = (u - (bx - s/2)) / s,   y = (v - (by - s/2)) / s   (projected centre in the crop's coordinates:
+#                                                             0 = left/top edge of the crop, 1 = right/bottom)
+#     z = (Z / r) * (s / f)                                   (depth in units of the object's radius r = 0.5,
+#                                                             as seen by a camera whose focal length is s)
+#   x and y are measured in the square the network sees (not in the box), so they stay a function of the
+#   input image when the box is jittered. z is about 2 s / d for an object whose projected bounding sphere
+#   has diameter d pixels. Knowing K and the box recovers T exactly.
 
 OBJECT_RADIUS = 0.5  # radius of every normalised CAD model (disent_jax.cad.model.NORMALIZED_RADIUS)
 
 
-def _box_wh(bbox: Array) -> tuple[Array, Array, Array, Array]:
-  bbox = jnp.asarray(bbox)
-  x1, y1, x2, y2 = jnp.moveaxis(bbox, -1, 0)
-  return x1, y1, x2 - x1, y2 - y1
+def _crop_square(bbox: Array) -> tuple[Array, Array, Array]:
+  """Top-left corner (x0, y0) and side s of the square crop of a box (..., 4)."""
+  x1, y1, x2, y2 = jnp.moveaxis(jnp.asarray(bbox), -1, 0)
+  s = jnp.maximum(x2 - x1, y2 - y1)
+  return 0.5 * (x1 + x2) - 0.5 * s, 0.5 * (y1 + y2) - 0.5 * s, s
 
 
 def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array) -> Array:
@@ -295,7 +298,7 @@ def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array) -> 
 
   Args:
     t_cam: (..., 3) object origin in the camera frame (Z > 0).
-    bbox: (..., 4) box (x1, y1, x2, y2) in pixels.
+    bbox: (..., 4) box (x1, y1, x2, y2) in pixels (the crop is its centred square).
     intrinsics: (..., 3, 3) camera matrices K.
 
   Returns:
@@ -304,12 +307,11 @@ def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array) -> 
   t_cam, k = jnp.asarray(t_cam), jnp.asarray(intrinsics)
   fx, fy, cx, cy = k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]
   big_x, big_y, big_z = jnp.moveaxis(t_cam, -1, 0)
-  x1, y1, w, h = _box_wh(bbox)
+  x0, y0, s = _crop_square(bbox)
   u = fx * big_x / big_z + cx
   v = fy * big_y / big_z + cy
-  s = jnp.maximum(w, h)
   f = 0.5 * (fx + fy)
-  return jnp.stack([(u - x1) / w, (v - y1) / h, big_z / OBJECT_RADIUS * s / f], axis=-1)
+  return jnp.stack([(u - x0) / s, (v - y0) / s, big_z / OBJECT_RADIUS * s / f], axis=-1)
 
 
 def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array) -> Array:
@@ -317,12 +319,11 @@ def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array) ->
   t_crop, k = jnp.asarray(t_crop), jnp.asarray(intrinsics)
   fx, fy, cx, cy = k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]
   x, y, z = jnp.moveaxis(t_crop, -1, 0)
-  x1, y1, w, h = _box_wh(bbox)
-  s = jnp.maximum(w, h)
+  x0, y0, s = _crop_square(bbox)
   f = 0.5 * (fx + fy)
   big_z = z * OBJECT_RADIUS * f / s
-  u = x1 + x * w
-  v = y1 + y * h
+  u = x0 + x * s
+  v = y0 + y * s
   return jnp.stack([(u - cx) * big_z / fx, (v - cy) * big_z / fy, big_z], axis=-1)
 
 

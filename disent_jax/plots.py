@@ -24,8 +24,13 @@ def plot_learning_curve(metrics_jsonl: str, out_png: str, batch_size: int | None
   Returns:
     The PNG path.
   """
-  rows = [json.loads(line) for line in open(metrics_jsonl) if line.strip()]
+  with open(metrics_jsonl) as f:
+    # A resumed run appends again from its checkpoint step: keep the last row logged for each step.
+    by_step = {r["step"]: r for r in (json.loads(line) for line in f if line.strip())}
+  rows = [by_step[k] for k in sorted(by_step)]
   keys = tuple(k for k in keys if any(k in r for r in rows))
+  if not keys:
+    raise ValueError(f"{metrics_jsonl} has no logged values of {keys}")
   fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
   for ax, key in zip(axes[0], keys):
     pts = [(r["step"] * (batch_size or 1), r[key]) for r in rows if key in r]

@@ -190,12 +190,14 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, s: Stage1Setu
   ckpt = train_lib.Checkpoints(os.path.join(stage_dir(workdir), "checkpoints"), STAGE, read_only=True)
   target = train_lib.abstract_with_sharding(abstract_state(s, config),
                                             train_lib.replicated_sharding(s.mesh))
-  restored = ckpt.restore_latest(target) if step is None else None
-  if step is not None:
-    import orbax.checkpoint as ocp
-    restored = (ckpt.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))["state"], step, ckpt.read_meta(step))
-  ckpt.close()
+  try:
+    if step is None:
+      restored = ckpt.restore_latest(target)
+    else:
+      state, meta = ckpt.restore(step, target)
+      restored = (state, step, meta)
+  finally:
+    ckpt.close()
   if restored is None:
     raise errors.CheckpointError(f"no Stage I checkpoint in {stage_dir(workdir)}")
   state, step, meta = restored
@@ -230,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract = train_lib.abstract_with_sharding(abstract_state(s, config), repl)
   restored = ckpt.restore_latest(abstract)
   if restored is not None:
-    state, start_step, _ = restored
+    state, start_step, old_meta = restored
+    _check_resume_meta(old_meta, meta, ckpt.directory)
     logging.info("resuming Stage I from step %d in %s", start_step, ckpt.directory)
   else:
     state = jax.jit(functools.partial(create_train_state, model=s.model,
@@ -274,8 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         pbar.set_postfix(loss=f"{scalars['loss']:.3f}", shape=f"{scalars['shape_acc']:.2f}",
                          anchor=f"{scalars['anchor_acc']:.2f}",
                          sps=f"{scalars['samples_per_s']:.0f}")
-      if due_ckpt:
-        ckpt.save(step, _unreplicate(state, config), meta, force=True)
+      if due_ckpt and ckpt.save(step, _unreplicate(state, config), meta, force=True):
         last_good_ckpt = step
       if stop:
         ckpt.wait()
@@ -284,9 +286,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pbar.close()
   ckpt.close()
   writer.close()
-  if jax.process_index() == 0:
-    plots.plot_learning_curve(os.path.join(out_dir, "tb", "metrics.jsonl"),
-                              os.path.join(out_dir, "learning_curve.png"), config.train.batch_size)
+  if jax.process_index() == 0 and step > start_step:
+    try:
+      plots.plot_learning_curve(os.path.join(out_dir, "tb", "metrics.jsonl"),
+                                os.path.join(out_dir, "learning_curve.png"), config.train.batch_size)
+    except (OSError, ValueError) as e:  # a figure must never cost the run its evaluation
+      logging.warning("could not plot the learning curve: %s", e)
   train_time = time.perf_counter() - t0
   if guard.requested:
     return {"stopped_at_step": step}
@@ -296,9 +301,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results["train"] = {"steps": step, "steps_this_run": step - start_step,
                       "seconds_this_run": train_time,
                       "samples_per_s": (step - start_step) * config.train.batch_size / max(train_time, 1e-9)}
-  if config.eval.after_training:
+  if config.eval.after_training and jax.process_index() == 0:
     eval_embedder.write_results(results, workdir)
   return results
+
+
+def _check_resume_meta(old: dict, new: dict, directory: str) -> None:
+  """Refuses to continue a run on another voxel bank or another anchor/model count."""
+  for key in ("bank_fingerprint", "num_models", "num_anchors"):
+    if key in old and old[key] != new[key]:
+      raise errors.CheckpointError(
+          f"the checkpoints in {directory} were trained with {key}={old[key]!r}, but this run has "
+          f"{new[key]!r} (another CAD source, resolution or anchor grid); use another workdir")
 
 
 def _compile_step(config, s: Stage1Setup, state, repl, batch_sharding):

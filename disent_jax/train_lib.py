@@ -130,6 +130,35 @@ class Checkpoints:
   def read_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+  def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
+    """Restores one step into `abstract_state`'s structure and shardings, checking its stage.
+
+    Raises:
+      CheckpointError: the step is missing, unreadable, or belongs to another stage.
+    """
+    if step not in self.manager.all_steps():
+      raise errors.CheckpointError(f"no checkpoint step {step} in {self.directory} "
+                                   f"(have {self.all_steps()})")
+    try:
+      meta = self.read_meta(step)
+    except Exception as e:  # noqa: BLE001
+      raise errors.CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable: "
+                                   f"{_short(e)}") from e
+    self._check_stage(meta)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+    except Exception as e:  # noqa: BLE001
+      raise errors.CheckpointError(f"checkpoint step {step} in {self.directory} is unreadable: "
+                                   f"{_short(e)}") from e
+    return restored["state"], meta
+
+  def _check_stage(self, meta: dict) -> None:
+    if meta.get("stage") != self.stage:
+      raise errors.CheckpointError(
+          f"{self.directory} holds checkpoints of stage '{meta.get('stage')}', not '{self.stage}'; "
+          "use another workdir")
+
   def restore_latest(self, abstract_state: PyTree) -> tuple[PyTree, int, dict] | None:
     """Restores the newest readable checkpoint into `abstract_state`'s structure and shardings.
 
@@ -156,13 +185,11 @@ class Checkpoints:
         logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying the previous step",
                         step, self.directory, type(e).__name__, _short(e))
         continue
-      if meta.get("stage") != self.stage:
-        raise errors.CheckpointError(
-            f"{self.directory} holds checkpoints of stage '{meta.get('stage')}', not '{self.stage}'; "
-            "use another workdir")
+      self._check_stage(meta)
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
+        self._drop_unreadable([s for s, _ in failures])
         return restored["state"], step, meta
       except Exception as e:  # noqa: BLE001
         failures.append((step, e))
@@ -171,6 +198,14 @@ class Checkpoints:
     raise errors.CheckpointError(
         f"none of the checkpoints in {self.directory} could be restored (steps "
         f"{[s for s, _ in failures]}); last error: {_short(failures[-1][1])}")
+
+  def _drop_unreadable(self, steps: list[int]) -> None:
+    """Deletes unreadable steps newer than the one restored, so training can save them again."""
+    if self.manager._options.read_only:  # pylint: disable=protected-access
+      return
+    for step in steps:
+      logging.warning("deleting unreadable checkpoint step %d in %s", step, self.directory)
+      self.manager.delete(step)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -26,6 +26,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from disent_jax import errors
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Configuration file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; a second launch resumes from it.")
@@ -67,7 +69,10 @@ def main(argv):
   logging.info("process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  stages[config.stage](config, _WORKDIR.value)
+  try:
+    stages[config.stage](config, _WORKDIR.value)
+  except errors.DisentError as e:  # bad input: a clear message, not a traceback
+    raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

@@ -233,9 +233,17 @@ def test_crop_translation_round_trip_and_definition(rng):
   tc = np.asarray(g.camera_to_crop_translation(t_cam, bbox, k))
   # Hand computation of the definition for one instance.
   u = 300 * t_cam[0, 0] / t_cam[0, 2] + 112
+  v = 310 * t_cam[0, 1] / t_cam[0, 2] + 100
   w, h = bbox[0, 2] - bbox[0, 0], bbox[0, 3] - bbox[0, 1]
-  np.testing.assert_allclose(tc[0, 0], (u - bbox[0, 0]) / w, rtol=1e-5)
-  np.testing.assert_allclose(tc[0, 2], t_cam[0, 2] / 0.5 * max(w, h) / 305.0, rtol=1e-5)
+  side = max(w, h)  # the square crop centred on the box
+  left, top = (bbox[0, 0] + bbox[0, 2]) / 2 - side / 2, (bbox[0, 1] + bbox[0, 3]) / 2 - side / 2
+  np.testing.assert_allclose(tc[0, 0], (u - left) / side, rtol=1e-5)
+  np.testing.assert_allclose(tc[0, 1], (v - top) / side, rtol=1e-5)
+  np.testing.assert_allclose(tc[0, 2], t_cam[0, 2] / 0.5 * side / 305.0, rtol=1e-5)
+  # An object centred in its box sits at the crop centre (0.5, 0.5) whatever the box's aspect ratio.
+  k_c = np.array([[100.0, 0, 50.0], [0, 100.0, 50.0], [0, 0, 1]])
+  centred = np.asarray(g.camera_to_crop_translation([0.0, 0.0, 3.0], [40.0, 30.0, 60.0, 70.0], k_c))
+  np.testing.assert_allclose(centred[:2], [0.5, 0.5], atol=1e-6)
   back = g.crop_to_camera_translation(tc, bbox, k)
   np.testing.assert_allclose(back, t_cam, rtol=1e-5, atol=1e-6)
 

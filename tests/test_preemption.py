@@ -126,6 +126,9 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
   ckpt = train_lib.Checkpoints(directory, "embedder")
   with caplog.at_level("WARNING"):
     restored, step, _ = ckpt.restore_latest(abstract)
+  # The unreadable newer step is removed, so training can save that step again.
+  assert ckpt.all_steps() == [2]
+  assert ckpt.save(4, state, {}, force=True)
   ckpt.close()
   assert step == 2
   np.testing.assert_array_equal(restored["w"], state["w"])

@@ -1,1 +1,1 @@
-"""Pure linen modules: the Stage I voxel embedder, the Stage II ResNet regressor and their shared heads."""
+"""Pure linen modules: the Stage I voxel embedder, its 3D convolutions and the output heads."""
