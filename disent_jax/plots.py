@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def plot_learning_curve(metrics_jsonl: str, out_png: str, batch_size: int | None = None,
@@ -37,6 +38,8 @@ def plot_learning_curve(metrics_jsonl: str, out_png: str, batch_size: int | None
     ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2)
     ax.set_title(key)
     ax.set_xlabel("samples" if batch_size else "step")
+    if batch_size:  # thousands, so long runs' tick labels do not collide
+      ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
     ax.grid(alpha=0.3)
   fig.tight_layout()
   tmp = os.path.join(os.path.dirname(os.path.abspath(out_png)), "." + os.path.basename(out_png) + ".tmp")
