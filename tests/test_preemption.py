@@ -76,7 +76,7 @@ def test_sigterm_saves_current_step_and_exits(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path, cache_dir):
-  num_steps = 12
+  num_steps = 60  # checkpoint every step: long enough for 3 kills at random moments
   ref_dir = str(tmp_path / "ref")
   subprocess.run(_launch_cmd(ref_dir, cache_dir, num_steps), cwd=REPO, env=_env(), check=True,
                  capture_output=True)
@@ -90,7 +90,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path,
     start = _steps_logged(run_dir)
     while _steps_logged(run_dir) <= start and proc.poll() is None:
       time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 1.5))
+    time.sleep(rng.uniform(0.0, 1.0))
     if proc.poll() is not None:
       break
     proc.kill()
