@@ -7,17 +7,11 @@ The dataset is written atomically to `<data_dir>/modelnet40_aligned/<config>/1.0
 it) and printed with its split sizes. See `disent_jax.datasets.modelnet40` for the frame and layout.
 """
 
-import logging as py_logging
-import time
-
 from absl import app
 from absl import flags
-from absl import logging
-import tensorflow_datasets as tfds
 
 from disent_jax.datasets import modelnet40
-from disent_jax.errors import DisentError
-
+from launch import _prepare
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The extracted modelnet40_manually_aligned folder.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where TFDS datasets are written.")
@@ -30,20 +24,10 @@ flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  py_logging.getLogger().setLevel(py_logging.INFO)
-  logging.set_verbosity(logging.INFO)
-  start = time.perf_counter()
-  try:
-    path = modelnet40.build_modelnet40(_MANUAL_DIR.value, _DATA_DIR.value, resolution=_RESOLUTION.value,
-                                       fill=_FILL.value, up_axis=_UP_AXIS.value, classes=_CLASSES.value)
-  except DisentError as e:  # Bad input: the message says what and where; no traceback.
-    raise SystemExit(f"error: {e}") from None
-  builder = tfds.builder_from_directory(path)
-  print(f"ModelNet40 voxel dataset: {path} ({time.perf_counter() - start:.0f} s)")
-  for name, split in sorted(builder.info.splits.items()):
-    print(f"  {name:6s} {split.num_examples:6d} models")
+  _prepare.run(argv, lambda: modelnet40.build_modelnet40(
+      _MANUAL_DIR.value, _DATA_DIR.value, resolution=_RESOLUTION.value, fill=_FILL.value,
+      up_axis=_UP_AXIS.value, classes=_CLASSES.value),
+      "ModelNet40 voxel dataset", "models", name_width=6, count_width=6)
 
 
 if __name__ == "__main__":

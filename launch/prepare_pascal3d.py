@@ -8,17 +8,11 @@ printed with its split sizes; read it with `tfds.builder_from_directory(path).as
 See `disent_jax.datasets.pascal3d` for the splits and what the manual directory must contain.
 """
 
-import logging as py_logging
-import time
-
 from absl import app
 from absl import flags
-from absl import logging
-import tensorflow_datasets as tfds
 
 from disent_jax.datasets import pascal3d
-from disent_jax.errors import DisentError
-
+from launch import _prepare
 
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The PASCAL3D+_release1.1 folder.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where TFDS datasets are written.")
@@ -29,20 +23,9 @@ flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  py_logging.getLogger().setLevel(py_logging.INFO)
-  logging.set_verbosity(logging.INFO)
-  start = time.perf_counter()
-  try:
-    path = pascal3d.build_pascal3d(_MANUAL_DIR.value, _DATA_DIR.value, crop_size=_CROP_SIZE.value,
-                                   categories=_CATEGORIES.value)
-  except DisentError as e:  # Bad input: the message says what and where; no traceback.
-    raise SystemExit(f"error: {e}") from None
-  builder = tfds.builder_from_directory(path)
-  print(f"PASCAL3D+ dataset: {path} ({time.perf_counter() - start:.0f} s)")
-  for name, split in sorted(builder.info.splits.items()):
-    print(f"  {name:9s} {split.num_examples:7d} objects")
+  _prepare.run(argv, lambda: pascal3d.build_pascal3d(
+      _MANUAL_DIR.value, _DATA_DIR.value, crop_size=_CROP_SIZE.value, categories=_CATEGORIES.value),
+      "PASCAL3D+ dataset", "objects", name_width=9, count_width=7)
 
 
 if __name__ == "__main__":
