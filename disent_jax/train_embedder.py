@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 
 from disent_jax import errors
 from disent_jax import geometry
@@ -249,41 +248,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn, state = _compile_step(config, s, state, repl, batch_sharding)
 
   writer = train_lib.MetricWriter(os.path.join(out_dir, "tb"))
-  num_steps = config.train.num_steps
-  step = start_step
-  pending: list[tuple[int, dict]] = []
-  last_good_ckpt = ckpt.latest_step()
-  speed = train_lib.Throughput()
   t0 = time.perf_counter()
-  pbar = tqdm.tqdm(total=num_steps, initial=start_step, desc="Stage I", unit="step",
-                   disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
-  with train_lib.PreemptionGuard() as guard:
-    while step < num_steps:
-      state, metrics = step_fn(state, jax.random.fold_in(s.loop_key, step), bank, anchors)
-      step += 1
-      pending.append((step, metrics))
-      speed.add(config.train.batch_size)
-      pbar.update(1)
-      last = step == num_steps
-      # Read the flag once: the signal may arrive at any moment, and deciding to stop without the save
-      # decided before it would lose the current step.
-      stop = guard.requested
-      due_ckpt = ckpt.should_save(step) or last or stop
-      if step % config.train.log_every == 0 or due_ckpt:
-        scalars = _flush_metrics(pending, last_good_ckpt, ckpt.directory)
-        scalars["samples_per_s"] = speed.rate()
-        scalars["learning_rate"] = float(learning_rate_fn(config)(step))
-        writer.write_scalars(step, scalars)
-        pbar.set_postfix(loss=f"{scalars['loss']:.3f}", shape=f"{scalars['shape_acc']:.2f}",
-                         anchor=f"{scalars['anchor_acc']:.2f}",
-                         sps=f"{scalars['samples_per_s']:.0f}")
-      if due_ckpt and ckpt.save(step, _unreplicate(state, config), meta, force=True):
-        last_good_ckpt = step
-      if stop:
-        ckpt.wait()
-        logging.warning("stopped at step %d on signal %s; checkpoint saved", step, guard.received)
-        break
-  pbar.close()
+  state, step, stopped = train_lib.train_loop(
+      step_fn=lambda st, i: step_fn(st, jax.random.fold_in(s.loop_key, i), bank, anchors),
+      state=state, start_step=start_step, num_steps=config.train.num_steps, ckpt=ckpt, writer=writer,
+      batch_size=config.train.batch_size, log_every=config.train.log_every,
+      lr_fn=learning_rate_fn(config), desc="Stage I", meta_fn=lambda _: meta,
+      to_save=lambda st: _unreplicate(st, config),
+      postfix={"loss": "loss", "shape": "shape_acc", "anchor": "anchor_acc"})
   ckpt.close()
   writer.close()
   if jax.process_index() == 0 and step > start_step:
@@ -293,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     except (OSError, ValueError) as e:  # a figure must never cost the run its evaluation
       logging.warning("could not plot the learning curve: %s", e)
   train_time = time.perf_counter() - t0
-  if guard.requested:
+  if stopped:
     return {"stopped_at_step": step}
   logging.info("Stage I trained %d steps in %.1f s", step - start_step, train_time)
   results = (eval_embedder.evaluate(config, workdir, setup_=s, state=_unreplicate(state, config),
@@ -344,17 +316,3 @@ def _compile_step(config, s: Stage1Setup, state, repl, batch_sharding):
 def _unreplicate(state, config):
   """The single-copy state (pmap keeps one copy per device; checkpoints store one)."""
   return flax.jax_utils.unreplicate(state) if config.train.parallel == "pmap" else state
-
-
-def _flush_metrics(pending: list[tuple[int, dict]], last_good_ckpt: int | None, ckpt_dir: str) -> dict:
-  """Averages the pending steps' metrics on the host; stops on the first non-finite step."""
-  host = jax.device_get([m for _, m in pending])
-  for (step, _), m in zip(pending, host):
-    if not bool(m["finite"]):
-      where = (f"the last good checkpoint is step {last_good_ckpt} in {ckpt_dir}"
-               if last_good_ckpt is not None else "no checkpoint has been saved yet")
-      raise FloatingPointError(f"non-finite loss or gradients at step {step} (loss={m['loss']}); "
-                               f"training stopped and this state was not saved; {where}")
-  pending.clear()
-  keys = [k for k in host[0] if k != "finite"]
-  return {k: float(np.mean([m[k] for m in host])) for k in keys}

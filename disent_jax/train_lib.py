@@ -334,3 +334,88 @@ class Throughput:
     r = self._n / max(now - self._t, 1e-9)
     self._t, self._n = now, 0
     return r
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training loop shared by both stages.
+
+
+def flush_metrics(pending: list[tuple[int, dict]], last_good_ckpt: int | None, ckpt_dir: str) -> dict:
+  """Averages the pending steps' metrics on the host; stops on the first non-finite step.
+
+  Metrics stay on device between logs (no per-step host sync); each step's dict carries 'finite'.
+
+  Raises:
+    FloatingPointError: naming the first non-finite step and the last good checkpoint.
+  """
+  host = jax.device_get([m for _, m in pending])
+  for (step, _), m in zip(pending, host):
+    if not bool(m["finite"]):
+      where = (f"the last good checkpoint is step {last_good_ckpt} in {ckpt_dir}"
+               if last_good_ckpt is not None else "no checkpoint has been saved yet")
+      raise FloatingPointError(f"non-finite loss or gradients at step {step} (loss={m['loss']}); "
+                               f"training stopped and this state was not saved; {where}")
+  pending.clear()
+  keys = [k for k in host[0] if k != "finite"]
+  return {k: float(np.mean([m[k] for m in host])) for k in keys}
+
+
+def train_loop(*, step_fn, state: PyTree, start_step: int, num_steps: int, ckpt: Checkpoints,
+               writer: MetricWriter, batch_size: int, log_every: int, lr_fn, desc: str,
+               meta_fn, to_save=lambda s: s, postfix: dict[str, str] | None = None
+               ) -> tuple[PyTree, int, bool]:
+  """Runs `step_fn` from `start_step` to `num_steps` with logging, checkpoints and preemption handling.
+
+  Args:
+    step_fn: (state, step) -> (new state, metrics dict on device incl. 'loss' and 'finite').
+    state: the initial (restored or fresh) state.
+    start_step, num_steps: the loop range.
+    ckpt: the stage's checkpoints (periodic saves by its `save_every`, plus the last step).
+    writer: scalar writer.
+    batch_size: global batch size (for samples/s).
+    log_every: steps between host syncs of the metrics (logs, progress postfix, NaN check).
+    lr_fn: the learning-rate schedule (logged).
+    desc: the progress bar's label.
+    meta_fn: step -> metadata dict saved with the checkpoint of that step (called after the step, so
+      e.g. an input iterator's state there is the state that continues with the next batch).
+    to_save: state -> the state to checkpoint (e.g. unreplicate a pmapped state).
+    postfix: progress-bar fields, {label: metric name}.
+
+  Returns:
+    (state, last step, stopped by a signal).
+  """
+  import tqdm  # the library's other modules do not need it
+  postfix = postfix or {}
+  step = start_step
+  pending: list[tuple[int, dict]] = []
+  last_good_ckpt = ckpt.latest_step()
+  speed = Throughput()
+  pbar = tqdm.tqdm(total=num_steps, initial=start_step, desc=desc, unit="step",
+                   disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
+  stop = False
+  with PreemptionGuard() as guard:
+    while step < num_steps:
+      state, metrics = step_fn(state, step)
+      step += 1
+      pending.append((step, metrics))
+      speed.add(batch_size)
+      pbar.update(1)
+      # Read the flag once: the signal may arrive at any moment, and deciding to stop without the save
+      # decided before it would lose the current step.
+      stop = guard.requested
+      due_ckpt = ckpt.should_save(step) or step == num_steps or stop
+      if step % log_every == 0 or due_ckpt:
+        scalars = flush_metrics(pending, last_good_ckpt, ckpt.directory)
+        scalars["samples_per_s"] = speed.rate()
+        scalars["learning_rate"] = float(lr_fn(step))
+        writer.write_scalars(step, scalars)
+        pbar.set_postfix({k: f"{scalars[v]:.3g}" for k, v in postfix.items() if v in scalars}
+                         | {"sps": f"{scalars['samples_per_s']:.0f}"})
+      if due_ckpt and ckpt.save(step, to_save(state), meta_fn(step), force=True):
+        last_good_ckpt = step
+      if stop:
+        ckpt.wait()
+        logging.warning("stopped at step %d on signal %s; checkpoint saved", step, guard.received)
+        break
+  pbar.close()
+  return state, step, stop
