@@ -335,6 +335,11 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     return next(self._it)
 
   @property
+  def fingerprint(self) -> dict[str, Any]:
+    """The pipeline settings a saved state is checked against (dataset name, split, seed, ...)."""
+    return dict(self._fingerprint)
+
+  @property
   def grain_iterator(self) -> grain.DatasetIterator:
     """The underlying grain iterator (for grain's own checkpoint handlers)."""
     return self._it

@@ -104,6 +104,28 @@ def batch_hard_triplet(embeddings: jax.Array, labels: jax.Array, margin: float) 
   return jnp.where(valid, jnp.maximum(d_pos - d_neg + margin, 0.0), 0.0)
 
 
+def pair_invariance(vectors: jax.Array) -> jax.Array:
+  """Pose-invariance of the shape vector on a batch of adjacent pairs (same model, two rotations).
+
+  The mean squared distance within pairs (2i, 2i + 1) over the mean squared distance between all examples
+  of the batch: 0 when a model's shape vector does not move under rotation, about 1 when rotation moves
+  it as much as a change of model. A ratio, so it cannot be lowered by shrinking the vectors. This is
+  Stage I's evaluation figure (`eval_embedder.disentanglement`) turned into a loss; the paper relies on
+  the classifier alone, which leaves the shape vector free to vary with pose in directions the linear
+  classifier ignores, and so hurts nearest-neighbour retrieval against canonical-pose vectors.
+
+  Returns:
+    A scalar.
+  """
+  v = vectors.astype(jnp.float32)
+  within = jnp.mean(jnp.sum((v[0::2] - v[1::2]) ** 2, axis=-1))
+  centred = v - jnp.mean(v, axis=0, keepdims=True)
+  # Mean over all ordered pairs i != j of ||v_i - v_j||^2 = 2 B / (B - 1) * mean ||v_i - mean||^2.
+  n = v.shape[0]
+  between = 2.0 * n / max(n - 1, 1) * jnp.mean(jnp.sum(centred ** 2, axis=-1))
+  return within / (between + 1e-6)
+
+
 def rotation_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], anchors: jax.Array | None,
                   *, huber_delta: float, soft_sigma_deg: float = 0.0,
                   residual_radius_deg: float = 0.0) -> tuple[jax.Array, jax.Array]:
@@ -127,8 +149,8 @@ def rotation_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], an
 def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, shape_loss: str,
                 shape_weight: float, anchor_weight: float, residual_weight: float,
                 huber_delta: float, triplet_margin: float = 0.2, anchors: jax.Array | None = None,
-                soft_sigma_deg: float = 0.0, residual_radius_deg: float = 0.0
-                ) -> tuple[jax.Array, dict]:
+                soft_sigma_deg: float = 0.0, residual_radius_deg: float = 0.0,
+                invariance_weight: float = 0.0) -> tuple[jax.Array, dict]:
   """The Stage I objective: shape classification (or triplet) + rotation anchor CE + residual Huber.
 
   Args:
@@ -141,6 +163,7 @@ def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, s
     anchors: (A, 4) anchor table (needed by the soft-label and neighbourhood options).
     soft_sigma_deg: > 0 for soft anchor labels (`soft_anchor_ce`); 0 is the paper's hard label.
     residual_radius_deg: > 0 to train the residuals of all anchors within this radius.
+    invariance_weight: > 0 adds `pair_invariance` of the shape vectors (the batch must be paired).
 
   Returns:
     (scalar total loss, dict of scalar components and accuracies for logging).
@@ -155,6 +178,9 @@ def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, s
                                   soft_sigma_deg=soft_sigma_deg,
                                   residual_radius_deg=residual_radius_deg)
   total = jnp.mean(shape_weight * l_shape + anchor_weight * l_anchor + residual_weight * l_res)
+  if invariance_weight > 0:
+    l_inv = pair_invariance(outputs["shape_vec"])
+    total = total + invariance_weight * l_inv
   aux = {
       "loss": total,
       "shape_loss": jnp.mean(l_shape),
@@ -163,4 +189,60 @@ def stage1_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, s
       "shape_acc": jnp.mean(jnp.argmax(outputs["shape_logits"], -1) == batch["model"]),
       "anchor_acc": jnp.mean(jnp.argmax(outputs["anchor_logits"], -1) == batch["anchor"]),
   }
+  if invariance_weight > 0:
+    aux["invariance_loss"] = l_inv
   return total, aux
+
+
+def stage2_loss(outputs: dict[str, jax.Array], batch: dict[str, jax.Array], *, use_embedding: bool,
+                embedding_weight: float, shape_weight: float, anchor_weight: float,
+                residual_weight: float, cell_weight: float, cell_residual_weight: float,
+                huber_delta: float, anchors: jax.Array | None = None, soft_sigma_deg: float = 0.0,
+                residual_radius_deg: float = 0.0) -> tuple[jax.Array, dict]:
+  """The Stage II objective (paper 3.3), averaged over the examples with mask True.
+
+  L1 from the predicted shape and pose vectors to the frozen embedder's vectors (mean absolute difference
+  per dimension, unless `use_embedding` is False: the paper's "w/o embedding" ablation), shape
+  classification cross-entropy, rotation anchor cross-entropy + residual Huber (as Stage I, with the same
+  soft-label options), translation anchor-cell cross-entropy + Huber on the normalised residual.
+
+  Args:
+    outputs: the regressor's outputs (`ImageRegressor.__call__`).
+    batch: 'model' (B,), 'quat', 'anchor', 'residual' (rotation labels), 'cell' (B,), 'cell_residual'
+      (B, 3), 'target_shape' (B, S), 'target_pose' (B, P), 'mask' (B,) bool.
+    use_embedding, *_weight, huber_delta, anchors, soft_sigma_deg, residual_radius_deg: see configs.
+
+  Returns:
+    (scalar total loss, dict of scalar components and accuracies for logging).
+  """
+  mask = batch["mask"].astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(mask), 1.0)
+
+  def mean(x):
+    return jnp.sum(x * mask) / denom
+
+  l_shape = softmax_ce(outputs["shape_logits"], batch["model"])
+  l_anchor, l_res = rotation_loss(outputs, batch, anchors, huber_delta=huber_delta,
+                                  soft_sigma_deg=soft_sigma_deg, residual_radius_deg=residual_radius_deg)
+  l_cell = softmax_ce(outputs["cell_logits"], batch["cell"])
+  l_cell_res = translation_residual_loss(outputs["cell_residuals"], batch["cell"],
+                                         batch["cell_residual"], huber_delta)
+  total = (shape_weight * l_shape + anchor_weight * l_anchor + residual_weight * l_res
+           + cell_weight * l_cell + cell_residual_weight * l_cell_res)
+  l_emb = (jnp.mean(jnp.abs(outputs["shape_vec"] - batch["target_shape"]), axis=-1)
+           + jnp.mean(jnp.abs(outputs["pose_vec"] - batch["target_pose"]), axis=-1))
+  if use_embedding:
+    total = total + embedding_weight * l_emb
+  aux = {
+      "loss": mean(total),
+      "embedding_l1": mean(l_emb),
+      "shape_loss": mean(l_shape),
+      "anchor_loss": mean(l_anchor),
+      "residual_loss": mean(l_res),
+      "cell_loss": mean(l_cell),
+      "cell_residual_loss": mean(l_cell_res),
+      "shape_acc": mean(jnp.argmax(outputs["shape_logits"], -1) == batch["model"]),
+      "anchor_acc": mean(jnp.argmax(outputs["anchor_logits"], -1) == batch["anchor"]),
+      "cell_acc": mean(jnp.argmax(outputs["cell_logits"], -1) == batch["cell"]),
+  }
+  return aux["loss"], aux

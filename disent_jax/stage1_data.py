@@ -18,10 +18,19 @@ from disent_jax import geometry
 from disent_jax.cad import rotate
 
 
-def sample_labels(key: jax.Array, num_models: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-  """Model indices (B,) uniform over the database and Haar-uniform rotations (B, 4)."""
+def sample_labels(key: jax.Array, num_models: int, batch_size: int,
+                  paired: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Model indices (B,) uniform over the database and Haar-uniform rotations (B, 4).
+
+  paired=True draws B/2 models and shows each twice, at positions 2i and 2i + 1 under independent
+  rotations (adjacent, so every device's slice of the batch holds whole pairs), for the shape vector's
+  pose-invariance loss (`losses.pair_invariance`).
+  """
   k_model, k_rot = jax.random.split(key)
-  models = jax.random.randint(k_model, (batch_size,), 0, num_models)
+  if paired:
+    models = jnp.repeat(jax.random.randint(k_model, (batch_size // 2,), 0, num_models), 2)
+  else:
+    models = jax.random.randint(k_model, (batch_size,), 0, num_models)
   quats = geometry.random_quaternions(k_rot, (batch_size,))
   return models, quats
 
@@ -45,7 +54,7 @@ def make_examples(volumes_bank: jax.Array, anchors: jax.Array, models: jax.Array
 
 
 def sample_batch(key: jax.Array, volumes_bank: jax.Array, anchors: jax.Array, batch_size: int,
-                 shard: tuple[jax.Array, int] | None = None) -> dict[str, jax.Array]:
+                 shard: tuple[jax.Array, int] | None = None, paired: bool = False) -> dict[str, jax.Array]:
   """A training batch drawn on device; `shard=(index, count)` returns that slice of the global batch.
 
   Args:
@@ -54,11 +63,12 @@ def sample_batch(key: jax.Array, volumes_bank: jax.Array, anchors: jax.Array, ba
     anchors: (A, 4) rotation anchors.
     batch_size: the global batch size.
     shard: optional (shard index (traced ok), number of shards) for per-device generation under pmap.
+    paired: draw models in adjacent pairs (see `sample_labels`).
 
   Returns:
     The batch dict of `make_examples` (global, or the shard's slice).
   """
-  models, quats = sample_labels(key, volumes_bank.shape[0], batch_size)
+  models, quats = sample_labels(key, volumes_bank.shape[0], batch_size, paired)
   if shard is not None:
     index, count = shard
     size = batch_size // count

@@ -60,15 +60,7 @@ def create_model(config: ml_collections.ConfigDict, num_models: int, num_anchors
 
 
 def learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
-  t = config.train
-  if t.schedule == "constant":
-    return optax.constant_schedule(t.learning_rate) if not t.warmup_steps else optax.join_schedules(
-        [optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps),
-         optax.constant_schedule(t.learning_rate)], [t.warmup_steps])
-  if t.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1),
-                                              max(t.num_steps, t.warmup_steps + 1))
-  raise errors.ConfigError(f"unknown train.schedule {t.schedule!r}")
+  return train_lib.learning_rate_schedule(config.train)
 
 
 def create_train_state(rng: jax.Array, model: embedder_lib.VoxelEmbedder, resolution: int,
@@ -84,7 +76,7 @@ def _loss_kwargs(config: ml_collections.ConfigDict) -> dict:
   return dict(shape_loss=l.shape, shape_weight=l.shape_weight, anchor_weight=l.anchor_weight,
               residual_weight=l.residual_weight, huber_delta=l.huber_delta,
               triplet_margin=l.triplet_margin, soft_sigma_deg=l.anchor_soft_sigma_deg,
-              residual_radius_deg=l.residual_radius_deg)
+              residual_radius_deg=l.residual_radius_deg, invariance_weight=l.shape_invariance_weight)
 
 
 def _grads_and_metrics(state: train_lib.TrainState, batch: dict, anchors: jax.Array,
@@ -124,7 +116,8 @@ def train_step(state: train_lib.TrainState, key: jax.Array, volumes_bank: jax.Ar
   Returns:
     (new state, dict of scalar metrics incl. 'finite', False when loss or gradients had NaN/inf).
   """
-  models, quats = stage1_data.sample_labels(key, volumes_bank.shape[0], batch_size)
+  paired = loss_kwargs["invariance_weight"] > 0
+  models, quats = stage1_data.sample_labels(key, volumes_bank.shape[0], batch_size, paired)
   if batch_sharding is not None:
     models, quats = jax.lax.with_sharding_constraint((models, quats), batch_sharding)
   batch = stage1_data.make_examples(volumes_bank, anchors, models, quats)
@@ -140,7 +133,8 @@ def pmap_train_step(state, key, volumes_bank, anchors, *, batch_size: int, num_d
   metrics are averaged with `pmean`; BatchNorm statistics are averaged by the model's `bn_axis_name`.
   """
   index = jax.lax.axis_index(axis_name)
-  batch = stage1_data.sample_batch(key, volumes_bank, anchors, batch_size, shard=(index, num_devices))
+  batch = stage1_data.sample_batch(key, volumes_bank, anchors, batch_size, shard=(index, num_devices),
+                                   paired=loss_kwargs["invariance_weight"] > 0)
   grads, aux, batch_stats = _grads_and_metrics(state, batch, anchors, loss_kwargs)
   grads = jax.lax.pmean(grads, axis_name)
   aux = jax.lax.pmean(aux, axis_name)
@@ -163,6 +157,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Stage1Setup:
   """Builds the bank, anchors, model, mesh and optimiser; checks the config against the devices."""
   mesh = train_lib.make_mesh(config.train.num_devices)
   train_lib.check_batch_divisible(config.train.batch_size, mesh.size)
+  if config.loss.shape_invariance_weight > 0 and (config.train.batch_size // mesh.size) % 2:
+    raise errors.ConfigError(
+        f"loss.shape_invariance_weight > 0 draws models in pairs: train.batch_size "
+        f"({config.train.batch_size}) / devices ({mesh.size}) must be even")
   bank = load_voxel_bank(config, workdir)
   anchors = geometry.rotation_anchors(config.anchors.n)
   model = create_model(config, bank.num_models, len(anchors))

@@ -22,6 +22,7 @@ import flax
 from flax.training import train_state
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 
 from disent_jax import errors
@@ -338,6 +339,18 @@ class Throughput:
 
 # ---------------------------------------------------------------------------------------------------------
 # The training loop shared by both stages.
+
+
+def learning_rate_schedule(t) -> optax.Schedule:
+  """The schedule of a stage's train config (`config.train` or `config.regressor_train`)."""
+  if t.schedule == "constant":
+    return optax.constant_schedule(t.learning_rate) if not t.warmup_steps else optax.join_schedules(
+        [optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps),
+         optax.constant_schedule(t.learning_rate)], [t.warmup_steps])
+  if t.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1),
+                                              max(t.num_steps, t.warmup_steps + 1))
+  raise errors.ConfigError(f"unknown schedule {t.schedule!r} (use 'constant' or 'cosine')")
 
 
 def flush_metrics(pending: list[tuple[int, dict]], last_good_ckpt: int | None, ckpt_dir: str) -> dict:

@@ -38,11 +38,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _stages():
   # Imported here so `--helpfull` stays fast and a typo in one stage cannot break the others' flags.
+  from disent_jax import end_to_end
   from disent_jax import eval_embedder
+  from disent_jax import evaluate
   from disent_jax import train_embedder
+  from disent_jax import train_regressor
   return {
       "embedder": train_embedder.train_and_evaluate,
       "embedder_eval": lambda c, w: eval_embedder.write_results(eval_embedder.evaluate(c, w), w),
+      "regressor": train_regressor.train_and_evaluate,
+      "eval": evaluate.run,
+      "all": end_to_end.run,
   }
 
 
