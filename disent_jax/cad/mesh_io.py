@@ -23,16 +23,21 @@ trimesh splits OBJ vertices per texture coordinate; the reader merges exact dupl
 Every problem with a file raises `MeshError` with a message `'<path>: <problem>'`: missing or unreadable
 file, unknown extension, empty file, bad header, non-numeric values, fewer vertex/face lines than the header
 announces, NaN/inf vertices, face indices out of range, no faces, and degenerate geometry (the referenced
-vertices coincide, lie on a line or lie in a plane, so the model has no volume to voxelise).
+vertices coincide, lie on a line or lie in a plane, so the model has no volume to voxelise), coordinates
+whose extent overflows float64, and .mat files whose MATLAB structure is corrupt (`mat_structure_problem`,
+checked before scipy reads them: scipy's reader crashes on some corruptions).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import pathlib
 import re
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import scipy.io
@@ -51,6 +56,9 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = MESH_EXTENSIONS + (".mat",)
 # subspace. Text files round coordinates at ~1e-5, so only exactly flat (or exactly collinear) point sets fall
 # below it; thin but real parts (a screen, a table top with legs) are far above.
 _DEGENERATE_RTOL = 1e-9
+
+# Face indices must fit int64; anything beyond is out of range of every vertex array anyway.
+_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 # '<anything>.mat#<N>': a model inside a Pascal3D+ .mat struct array, 1-based.
 _MAT_INDEX_RE = re.compile(r"^(?P<path>.*\.mat)#(?P<index>\d+)$", re.IGNORECASE)
@@ -168,9 +176,12 @@ def read_pascal3d_cad_mat(path: PathLike) -> list[tuple[np.ndarray, np.ndarray]]
       fields do not have the right shapes or types.
   """
   path = pathlib.Path(path)
-  _check_file(path)
+  data = _read_bytes(path)
+  problem = mat_structure_problem(data)
+  if problem:
+    raise MeshError(f"{path}: not a readable MATLAB .mat file, it is corrupt ({problem})")
   try:
-    variables = scipy.io.whosmat(str(path))
+    variables = scipy.io.whosmat(io.BytesIO(data))
   except Exception as e:  # scipy raises ValueError, TypeError, OSError... on foreign files.
     raise MeshError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
   names = [n for n, _, cls in variables if cls == "struct"]
@@ -178,22 +189,22 @@ def read_pascal3d_cad_mat(path: PathLike) -> list[tuple[np.ndarray, np.ndarray]]
     raise MeshError(f"{path}: no struct variable (expected a Pascal3D+ CAD struct array)")
   # Prefer the variable named after the category; otherwise try every struct variable in turn.
   candidates = [path.stem] if path.stem in names else names
-  struct = None
+  cad_struct = None
   for var in candidates:
     try:
-      loaded = scipy.io.loadmat(str(path), variable_names=[var])
+      loaded = scipy.io.loadmat(io.BytesIO(data), variable_names=[var])
     except Exception as e:
       raise MeshError(f"{path}: cannot read variable {var!r} ({type(e).__name__}: {e})") from e
     value = loaded.get(var)
     fields = getattr(getattr(value, "dtype", None), "names", None) or ()
     if "vertices" in fields and "faces" in fields:
-      struct = value
+      cad_struct = value
       break
-  if struct is None:
+  if cad_struct is None:
     raise MeshError(f"{path}: no struct array with 'vertices' and 'faces' fields (variables: "
                     f"{', '.join(names)})")
   entries = []
-  for k, entry in enumerate(struct.ravel(), start=1):
+  for k, entry in enumerate(cad_struct.ravel(), start=1):
     entries.append(_mat_entry_arrays(entry["vertices"], entry["faces"], f"{path}#{k}"))
   if not entries:
     raise MeshError(f"{path}: the CAD struct array is empty")
@@ -402,6 +413,8 @@ def _bad_vertex_line(lines: list[bytes], rows: list[int], name: str, err: ValueE
                        f"({_show(lines[i].strip())})")
     for t in tokens[:3]:
       try:
+        if b"_" in t:  # float() accepts '1_0', numpy's reader does not.
+          raise ValueError(t)
         float(t)
       except ValueError:
         return MeshError(f"{name}: bad vertex line {i + 1}: non-numeric value {_show(t)}")
@@ -441,7 +454,7 @@ def _parse_face_block(lines: list[bytes], rows: list[int], name: str) -> np.ndar
     tokens = lines[i].split()
     lineno = i + 1
     try:
-      n = int(tokens[0])
+      n = _parse_int(tokens[0])
     except ValueError:
       raise MeshError(f"{name}: bad face line {lineno}: vertex count {_show(tokens[0])} is not an "
                       "integer") from None
@@ -451,13 +464,24 @@ def _parse_face_block(lines: list[bytes], rows: list[int], name: str) -> np.ndar
       raise MeshError(f"{name}: bad face line {lineno}: announces {n} vertices but has only "
                       f"{len(tokens) - 1} values")
     try:
-      idx = [int(t) for t in tokens[1:n + 1]]
+      idx = [_parse_int(t) for t in tokens[1:n + 1]]
     except ValueError:
       raise MeshError(f"{name}: bad face line {lineno}: non-integer vertex index in "
                       f"{_show(lines[i].strip())}") from None
+    # Python ints are unbounded; an index beyond int64 would overflow the index array below.
+    if any(not _INT64_MIN <= k <= _INT64_MAX for k in idx):
+      raise MeshError(f"{name}: bad face line {lineno}: vertex index out of range in "
+                      f"{_show(lines[i].strip())}")
     # Fan triangulation (exact for the convex polygons OFF writers emit).
     triangles.extend((idx[0], idx[k], idx[k + 1]) for k in range(1, n - 1))
   return np.asarray(triangles, dtype=np.int64).reshape(-1, 3)
+
+
+def _parse_int(token: bytes) -> int:
+  """int(token), but without Python-only syntax ('1_000') that numpy's reader (the fast path) rejects."""
+  if b"_" in token:
+    raise ValueError(token)
+  return int(token)
 
 
 def _read_with_trimesh(data: bytes, ext: str, path: PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -500,10 +524,11 @@ def _mat_entry_arrays(vertices, faces, name: str) -> tuple[np.ndarray, np.ndarra
   """Converts one .mat struct entry's fields to float64 vertices and 0-based int64 faces."""
   v = np.asarray(vertices)
   f = np.asarray(faces)
-  if v.dtype == object or not np.issubdtype(v.dtype, np.number):
-    raise MeshError(f"{name}: 'vertices' is not a numeric array (dtype {v.dtype})")
-  if f.dtype == object or not np.issubdtype(f.dtype, np.number):
-    raise MeshError(f"{name}: 'faces' is not a numeric array (dtype {f.dtype})")
+  # Complex arrays are numbers too, but casting them drops the imaginary part silently.
+  if v.dtype == object or not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+    raise MeshError(f"{name}: 'vertices' is not a real numeric array (dtype {v.dtype})")
+  if f.dtype == object or not np.issubdtype(f.dtype, np.number) or np.iscomplexobj(f):
+    raise MeshError(f"{name}: 'faces' is not a real numeric array (dtype {f.dtype})")
   if v.size and (v.ndim != 2 or v.shape[1] != 3):
     raise MeshError(f"{name}: 'vertices' has shape {v.shape}, expected (V, 3)")
   if f.size and (f.ndim != 2 or f.shape[1] != 3):
@@ -511,20 +536,32 @@ def _mat_entry_arrays(vertices, faces, name: str) -> tuple[np.ndarray, np.ndarra
   if np.issubdtype(f.dtype, np.floating):
     if not np.isfinite(f).all() or (f != np.round(f)).any():
       raise MeshError(f"{name}: 'faces' holds non-integer values")
+  # Values beyond int64 (huge doubles, uint64) would wrap in the cast below and be reported as other,
+  # wrong indices; they are out of range of any vertex array, so say so with the file's own values.
+  if f.size and (float(f.max()) > 2.0 ** 62 or float(f.min()) < -2.0 ** 62):
+    raise MeshError(f"{name}: 'faces' holds indices out of range (min {f.min()}, max {f.max()})")
   # Cast BEFORE subtracting 1: faces are stored as uint8/uint16, where 0 - 1 wraps to 255/65535.
   f = f.astype(np.int64).reshape(-1, 3) - 1
   return v.astype(np.float64).reshape(-1, 3), f
 
 
 def _check_not_degenerate(points: np.ndarray, name: str) -> None:
-  """Raises MeshError when the referenced vertices span fewer than 3 dimensions (zero volume)."""
-  extent = points.max(axis=0) - points.min(axis=0)
+  """Raises MeshError when the referenced vertices span fewer than 3 dimensions (zero volume), or span
+  more than float64 can hold (coordinates of opposite sign near 1e308: the extent overflows)."""
+  lo, hi = points.min(axis=0), points.max(axis=0)
+  with np.errstate(over="ignore"):
+    extent = hi - lo
+  if not np.isfinite(extent).all():
+    raise MeshError(f"{name}: coordinates too large: the referenced vertices span more than float64 can "
+                    f"represent (largest |coordinate| {float(np.abs(points).max()):.3g})")
   size = float(extent.max())
   if size == 0.0:
     raise MeshError(f"{name}: degenerate mesh: all {points.shape[0]} referenced vertices coincide")
   # Singular values of the centred, size-scaled points, so the test is independent of units and of the
-  # orientation of the line or plane (an axis-aligned extent check would miss a tilted flat mesh).
-  centred = (points - points.mean(axis=0)) / size
+  # orientation of the line or plane (an axis-aligned extent check would miss a tilted flat mesh). Shifted
+  # to the bbox centre and scaled before the mean is taken: a mean of huge coordinates can overflow.
+  scaled = (points - (lo + extent / 2)) / size
+  centred = scaled - scaled.mean(axis=0)
   sv = np.linalg.svd(centred, compute_uv=False) if points.shape[0] >= 3 else np.zeros(3)
   sv = np.concatenate([sv, np.zeros(3 - sv.size)])
   if sv[1] <= _DEGENERATE_RTOL * sv[0] or points.shape[0] < 3:
@@ -532,3 +569,181 @@ def _check_not_degenerate(points: np.ndarray, name: str) -> None:
   if sv[2] <= _DEGENERATE_RTOL * sv[0]:
     raise MeshError(f"{name}: degenerate mesh: the referenced vertices are coplanar (zero volume; extent "
                     f"{np.round(extent, 6).tolist()})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MATLAB 5 structure check.
+#
+# scipy's MATLAB 5 reader (the Cython `VarReader5`) trusts the file: it looks a numeric or char data
+# element's type code up in a 20-entry C array of dtypes without a bounds or NULL check (one flipped byte
+# in a type code is a segmentation fault, found by tests/test_fuzz.py), and it allocates struct and cell
+# arrays of the size in their header before reading any element (one flipped byte in a dimension costs
+# seconds and gigabytes, or the OOM killer), and a char array without dimensions makes it read out of
+# bounds (another segfault). `mat_structure_problem` walks every data element first, in
+# Python, and reports what would make scipy crash or allocate wildly; everything else scipy checks itself,
+# with ordinary exceptions. Annotation files use it too (disent_jax/datasets/pascal3d_annotations.py).
+
+# Type codes scipy has a dtype for: int8..uint32, single, double, int64, uint64, utf8/16/32.
+_MI_DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+# Array classes (the low byte of the array flags).
+_MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
+_MX_NUMERIC = frozenset(range(6, 16))
+_MX_FUNCTION, _MX_OPAQUE = 16, 17
+_MAT_MAX_DEPTH = 64  # Nesting of structs/cells; real files nest a handful of levels.
+_MAT_MAX_INFLATED = 1 << 30  # Bytes all compressed elements may inflate to (a zlib bomb stops here).
+_MAT_MAX_EMPTY_ELEMENTS = 1 << 20  # Elements of a struct array without fields (they take no bytes).
+
+
+class _MatProblem(Exception):
+  """A structural problem of a MATLAB 5 file (internal to `mat_structure_problem`)."""
+
+
+def mat_structure_problem(data: bytes) -> str | None:
+  """Checks the data elements of a MATLAB 5 .mat file before scipy reads it (see the comment above).
+
+  Args:
+    data: the file's contents.
+
+  Returns:
+    None when scipy can safely be given the file (including files that are not MATLAB 5 at all: MATLAB 4
+    and 7.3 files, or junk, which scipy rejects or reads with its own checks), else the first problem
+    found, e.g. 'data element at byte 2976 has unknown type 25609'.
+  """
+  if len(data) < 128:
+    return None
+  byte_order = {b"IM": "<", b"MI": ">"}.get(bytes(data[126:128]))
+  if byte_order is None or struct.unpack_from(byte_order + "H", data, 124)[0] != 0x0100:
+    return None
+  walker = _Mat5Walker(byte_order)
+  try:
+    walker.variables(data, 128, len(data), 0)
+  except _MatProblem as e:
+    return str(e)
+  return None
+
+
+class _Mat5Walker:
+  """Walks the data elements of a MATLAB 5 file as scipy's reader will (`_mio5_utils.VarReader5`).
+
+  Real files hold up to ~10^5 small matrices (the `visibility` struct arrays of Pascal3D+ CAD files), so
+  the per-element path avoids work it does not need: dimensions are only decoded for cells and structs,
+  and messages are only formatted on failure.
+  """
+
+  def __init__(self, byte_order: str):
+    self.byte_order = byte_order
+    self.pair = struct.Struct(byte_order + "II")
+    self.uint = struct.Struct(byte_order + "I")
+    self.int = struct.Struct(byte_order + "i")
+    self.inflated = 0
+
+  def tag(self, buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+    """(type, byte count, data start, next element) of the element at `pos` (padded to 8 bytes)."""
+    if end - pos < 8:
+      raise _MatProblem(f"truncated data element at byte {pos}")
+    mdtype, count = self.pair.unpack_from(buf, pos)
+    if mdtype >> 16:  # Small data element: byte count in the upper half, data in the tag's last 4 bytes.
+      if mdtype >> 16 > 4:
+        raise _MatProblem(f"small data element at byte {pos} claims {mdtype >> 16} bytes (at most 4)")
+      return mdtype & 0xFFFF, mdtype >> 16, pos + 4, pos + 8
+    if count > end - pos - 8:
+      raise _MatProblem(f"data element at byte {pos} claims {count} bytes, {end - pos - 8} left")
+    return mdtype, count, pos + 8, pos + 8 + count + (-count % 8)
+
+  def data(self, buf: bytes, pos: int, end: int, allow_empty: bool = False) -> int:
+    """A numeric or char data element (scipy indexes its dtype table with the type code); the next one."""
+    mdtype, count, _, nxt = self.tag(buf, pos, end)
+    if mdtype not in _MI_DATA_TYPES and not (allow_empty and count == 0):
+      raise _MatProblem(f"data element at byte {pos} has unknown type {mdtype}")
+    return nxt
+
+  def variables(self, buf: bytes, pos: int, end: int, depth: int) -> None:
+    """Top-level elements: matrices, or compressed elements holding one (no padding between them)."""
+    while pos < end:
+      mdtype, count, start, _ = self.tag(buf, pos, end)
+      if mdtype == _MI_MATRIX:
+        self.matrix(buf, start, start + count, depth)
+      elif mdtype == _MI_COMPRESSED:
+        inflated = self.inflate(buf[start:start + count], pos)
+        self.variables(inflated, 0, len(inflated), depth + 1)
+      else:
+        raise _MatProblem(f"top-level data element at byte {pos} has type {mdtype} (expected a matrix)")
+      pos = start + count
+
+  def inflate(self, blob: bytes, pos: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+      out = inflater.decompress(blob, _MAT_MAX_INFLATED - self.inflated + 1)
+    except zlib.error as e:
+      raise _MatProblem(f"compressed element at byte {pos} is corrupt ({e})") from None
+    self.inflated += len(out)
+    if self.inflated > _MAT_MAX_INFLATED:
+      raise _MatProblem(f"compressed elements inflate to more than {_MAT_MAX_INFLATED} bytes")
+    return out
+
+  def matrix(self, buf: bytes, pos: int, end: int, depth: int) -> None:
+    """One miMATRIX body: array flags, dims, name, then the class's data or sub-matrices."""
+    if pos == end:
+      return  # An empty matrix ([]): a zero byte count.
+    if depth > _MAT_MAX_DEPTH:
+      raise _MatProblem(f"matrices nested more than {_MAT_MAX_DEPTH} levels deep (byte {pos})")
+    tag = self.tag
+    _, count, start, nxt = tag(buf, pos, end)
+    if count < 8:
+      raise _MatProblem(f"matrix at byte {pos - 8}: array flags of {count} bytes (expected 8)")
+    flags = self.uint.unpack_from(buf, start)[0]
+    mclass = flags & 0xFF
+    if mclass == _MX_OPAQUE:  # Name, type system and class name, then one matrix.
+      for _ in range(3):
+        nxt = tag(buf, nxt, end)[3]
+      self.sub_matrices(buf, nxt, end, depth, 0)
+      return
+    dims_pos = nxt
+    _, count, _, nxt = tag(buf, nxt, end)
+    # MATLAB writes two dimensions at least; scipy turns a char array of zero dimensions into a 0-d array
+    # and then reads its last dimension out of bounds (another segfault found by fuzzing).
+    if count < 8 or count % 4:
+      raise _MatProblem(f"matrix at byte {pos - 8}: dimensions of {count} bytes (expected 2 or more int32)")
+    nxt = tag(buf, nxt, end)[3]  # Past the name.
+    if mclass in _MX_NUMERIC or mclass == _MX_SPARSE:
+      # Real (and imaginary) parts; sparse arrays first hold their row and column indices.
+      for _ in range((2 if flags >> 11 & 1 else 1) + (2 if mclass == _MX_SPARSE else 0)):
+        nxt = self.data(buf, nxt, end)
+    elif mclass == _MX_CHAR:
+      self.data(buf, nxt, end, allow_empty=True)
+    elif mclass == _MX_CELL:
+      self.sub_matrices(buf, nxt, end, depth, self.size(buf, dims_pos, end))
+    elif mclass in (_MX_STRUCT, _MX_OBJECT):
+      if mclass == _MX_OBJECT:
+        nxt = tag(buf, nxt, end)[3]  # Class name.
+      _, count, start, nxt = tag(buf, nxt, end)
+      name_length = self.int.unpack_from(buf, start)[0] if count >= 4 else 0
+      if name_length <= 0:
+        raise _MatProblem(f"matrix at byte {pos - 8}: struct field names of length {name_length}")
+      _, count, _, nxt = tag(buf, nxt, end)
+      fields, size = count // name_length, self.size(buf, dims_pos, end)
+      if fields == 0 and not 0 <= size <= _MAT_MAX_EMPTY_ELEMENTS:
+        raise _MatProblem(f"matrix at byte {pos - 8}: struct array without fields claims {size} elements")
+      self.sub_matrices(buf, nxt, end, depth, size * fields if size >= 0 else -1)
+    elif mclass == _MX_FUNCTION:
+      self.sub_matrices(buf, nxt, end, depth, 0)
+
+  def size(self, buf: bytes, pos: int, end: int) -> int:
+    """The number of elements the dimensions element at `pos` claims (-1 for a negative dimension)."""
+    _, count, start, _ = self.tag(buf, pos, end)
+    dims = struct.unpack_from(f"{self.byte_order}{min(count, 128) // 4}i", buf, start)
+    return math.prod(dims) if all(d >= 0 for d in dims) else -1
+
+  def sub_matrices(self, buf: bytes, pos: int, end: int, depth: int, expected: int) -> None:
+    """The matrices a cell or struct array consists of: `expected` of them, 8 bytes each at least."""
+    if expected < 0 or expected * 8 > end - pos:
+      raise _MatProblem(f"array at byte {pos} claims {expected if expected >= 0 else 'a negative number of'} "
+                        f"elements in {end - pos} bytes (each takes 8 at least)")
+    tag, matrix = self.tag, self.matrix
+    while pos < end:
+      mdtype, count, start, nxt = tag(buf, pos, end)
+      if mdtype != _MI_MATRIX:
+        raise _MatProblem(f"element at byte {pos} has type {mdtype} (expected a matrix)")
+      matrix(buf, start, start + count, depth + 1)
+      pos = nxt

@@ -56,18 +56,39 @@ def compute_normalization(vertices: np.ndarray, faces: np.ndarray | None = None)
       unreferenced vertices that would otherwise shift the centre).
 
   Returns:
-    The `Normalization`. Raises ValueError for an empty or zero-size vertex set.
+    The `Normalization`. Raises ValueError for an empty or zero-size vertex set, non-finite vertices, or a
+    size float64 cannot normalise (extent overflowing, or a radius so small that 0.5 / radius overflows).
   """
   v = np.asarray(vertices, np.float64)
   if faces is not None and len(faces):
     v = v[np.unique(np.asarray(faces).ravel())]
   if v.size == 0:
     raise ValueError("no vertices to normalise")
-  center = (v.min(axis=0) + v.max(axis=0)) / 2.0
-  radius = float(np.sqrt(((v - center) ** 2).sum(axis=1).max()))
-  if not np.isfinite(radius) or radius <= 0.0:
+  if not np.isfinite(v).all():
+    raise ValueError("vertices have NaN/inf coordinates")
+  lo, hi = v.min(axis=0), v.max(axis=0)
+  with np.errstate(over="ignore", under="ignore"):
+    center = (lo + hi) / 2.0
+    radius = float(np.sqrt(((v - center) ** 2).sum(axis=1).max()))
+  if not (np.isfinite(center).all() and np.isfinite(radius) and radius >= 1e-150):
+    # Huge or tiny coordinates: the plain formulas overflow (lo + hi, squares beyond ~1e154) or underflow
+    # (squares below ~1e-162). The same quantities computed without overflow, scaled by the largest offset;
+    # ordinary meshes never get here, so their normalisation is bit-for-bit the plain formula's.
+    with np.errstate(over="ignore"):
+      extent = hi - lo
+    if not np.isfinite(extent).all():
+      raise ValueError(f"mesh extent overflows float64 (coordinates up to {float(np.abs(v).max()):.3g})")
+    center = lo + extent / 2.0
+    offsets = v - center
+    largest = float(np.abs(offsets).max())
+    radius = largest * float(np.sqrt(((offsets / largest) ** 2).sum(axis=1).max())) if largest > 0 else 0.0
+  if radius <= 0.0:
     raise ValueError("mesh has zero size")
-  return Normalization(center=tuple(float(c) for c in center), scale=NORMALIZED_RADIUS / radius)
+  with np.errstate(over="ignore"):
+    scale = NORMALIZED_RADIUS / radius
+  if not np.isfinite(scale):
+    raise ValueError(f"mesh size {radius:.3g} is too small to normalise in float64")
+  return Normalization(center=tuple(float(c) for c in center), scale=scale)
 
 
 def normalize_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, Normalization]:

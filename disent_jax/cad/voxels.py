@@ -416,22 +416,40 @@ def atomic_writer(path: PathLike) -> Iterator[BinaryIO]:
 
   Yields:
     The open temporary file.
+
+  Raises:
+    OSError: creating, writing or renaming failed (a full disk: errno ENOSPC). Re-raised with the same
+      errno (so the same OSError subclass) and a message naming `path`, since the bare error of a failed
+      write ('[Errno 28] No space left on device') does not say which file was being written.
   """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  except OSError as e:
+    raise _write_error(path, e) from e
   try:
     with os.fdopen(fd, "wb") as f:
       yield f
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     try:
       os.unlink(tmp)
     except OSError:
       pass
+    if isinstance(e, OSError):
+      raise _write_error(path, e) from e
     raise
+
+
+def _write_error(path: pathlib.Path, err: OSError) -> OSError:
+  """`err` again (same errno, hence the same OSError subclass) with a message that names `path`."""
+  problem = err.strerror or str(err)
+  if err.errno is None:
+    return OSError(f"cannot write {path}: {problem}")
+  return OSError(err.errno, f"cannot write {path}: {problem}")
 
 
 def write_atomic(path: PathLike, data: bytes) -> None:

@@ -51,6 +51,7 @@ Conventions derived here (and checked in tests/test_pascal3d.py by projecting re
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import pathlib
@@ -62,6 +63,7 @@ import scipy.io
 from scipy.io import matlab
 
 from disent_jax import geometry
+from disent_jax.cad import mesh_io
 from disent_jax.cad import model as model_lib
 from disent_jax.errors import AnnotationError
 
@@ -307,7 +309,16 @@ def read_annotation(path: PathLike, category: str | None = None, source: str | N
   if not path.is_file():
     raise AnnotationError(f"{path}: no such annotation file")
   try:
-    mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    data = path.read_bytes()
+  except OSError as e:
+    raise AnnotationError(f"{path}: cannot read annotation file ({e.strerror or e})") from e
+  # scipy's reader trusts the file: a flipped byte in a type code crashes the process (segfault) and
+  # one in a struct's dimensions allocates gigabytes; mesh_io's check of the data elements comes first.
+  problem = mesh_io.mat_structure_problem(data)
+  if problem:
+    raise AnnotationError(f"{path}: not a readable MATLAB .mat file, it is corrupt ({problem})")
+  try:
+    mat = scipy.io.loadmat(io.BytesIO(data), squeeze_me=True, struct_as_record=False)
   except Exception as e:  # scipy raises ValueError, TypeError, OSError, ... on foreign or broken files.
     raise AnnotationError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
   if "record" not in mat:
@@ -537,7 +548,7 @@ class _Reader:
       dims = (self.field_number(s, "width", "record.size"), self.field_number(s, "height", "record.size"),
               3.0 if depth is None else depth)
       where = "record.size"
-    if any(d != int(d) or d < 1 for d in dims) or dims[0] > 1e6 or dims[1] > 1e6:
+    if any(d != int(d) or d < 1 or d > 1e6 for d in dims):
       raise self.error(where, f"expected positive integer width, height, depth, got {list(dims)}")
     return int(dims[0]), int(dims[1]), int(dims[2])
 
@@ -580,7 +591,8 @@ class _Reader:
       for name, x in (("focal", focal), ("viewport", viewport)):
         if x <= 0:
           raise self.error(f"{where}.{name}", f"must be positive, got {x}")
-      if abs(px) > 1e7 or abs(py) > 1e7 or focal * viewport > 1e9 or distance > 1e9:
+      # A focal length under one pixel (focal 1e-300, say) is no camera: the labels would be ~1e300.
+      if abs(px) > 1e7 or abs(py) > 1e7 or not 1 <= focal * viewport <= 1e9 or distance > 1e9:
         raise self.error(where, f"implausible camera (focal {focal}, viewport {viewport}, px {px}, "
                          f"py {py}, distance {distance})")
       az, el, th = (math.radians(a) for a in angles)
