@@ -29,5 +29,8 @@ def get_config():
   config.model.head_hidden = 512
   config.loss.anchor_soft_sigma_deg = 15.0
   config.loss.residual_radius_deg = 45.0
+  # Pose-invariant shape vectors: nearest-neighbour retrieval 0.55 -> 0.72 on the zoo (rotation 9.9 ->
+  # 11.6 deg, classifier 0.965 -> 0.960); Stage II's nearest-neighbour retrieval reads these vectors.
+  config.loss.shape_invariance_weight = 10.0
   config.eval.num_rotations = 32
   return config

@@ -14,6 +14,7 @@ import time
 import jax
 import ml_collections
 
+from disent_jax import config_check
 from disent_jax import evaluate
 from disent_jax import train_embedder
 from disent_jax import train_lib
@@ -41,6 +42,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The evaluation results (JSON-ready part).
   """
+  config_check.validate(config, stage="all")  # before any bank, render or compile
   t0 = time.perf_counter()
   timings = {}
   if config.regressor.use_embedding:

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from disent_jax import config_check
 from disent_jax import geometry
 from disent_jax import inference
 from disent_jax import input_pipeline
@@ -244,6 +245,7 @@ def _write_figures(results: dict, out_dir: str, config) -> list[str]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The 'eval' stage: evaluate the workdir's checkpoints and write the report."""
+  config_check.validate(config, stage="eval")  # before any bank, render or compile
   results = evaluate(config, workdir)
   if jax.process_index() == 0:
     write_report(results, workdir, config)

@@ -167,6 +167,25 @@ def load(config: ml_collections.ConfigDict | None, workdir: str, *, step: int | 
   return from_setup(config, s, state, step)
 
 
+def _over_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """The saved values laid over today's defaults, so a checkpoint written before a field existed loads
+  (the new field takes its default, which reproduces the old behaviour by construction)."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+
+  def merge(target: ml_collections.ConfigDict, values: dict) -> None:
+    for key, value in values.items():
+      if isinstance(value, dict) and key in target and isinstance(target[key], ml_collections.ConfigDict):
+        merge(target[key], value)
+      elif key in target and isinstance(target[key], tuple) and isinstance(value, list):
+        target[key] = tuple(value)  # JSON turned tuples into lists
+      else:
+        with target.ignore_type():
+          target[key] = value
+  merge(config, saved)
+  return config
+
+
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The configuration stored with the workdir's latest readable Stage II checkpoint."""
   from disent_jax import train_regressor
@@ -180,9 +199,7 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
         logging.warning("checkpoint step %d in %s is unreadable (%s); trying the previous step",
                         step, directory, e)
         continue
-      config = ml_collections.ConfigDict(meta["config"])
-      # JSON turned tuples into lists; ConfigDict accepts either.
-      return config
+      return _over_defaults(meta["config"])
   finally:
     ckpt.close()
   raise errors.CheckpointError(f"no readable Stage II checkpoint in {directory}")

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from disent_jax import config_check
 from disent_jax import errors
 from disent_jax import geometry
 from disent_jax import losses
@@ -214,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The evaluation results dict (also written to `<workdir>/embedder/eval.json`).
   """
+  config_check.validate(config, stage="embedder")  # before any bank, render or compile
   from disent_jax import eval_embedder  # the evaluation module imports this one
   s = setup(config, workdir)
   out_dir = stage_dir(workdir)

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from disent_jax import config_check
 from disent_jax import errors
 from disent_jax import geometry
 from disent_jax import input_pipeline
@@ -113,7 +114,8 @@ def create_model(config: ml_collections.ConfigDict, num_models: int, num_anchors
   return regressor_lib.ImageRegressor(
       backbone=r.backbone, num_models=num_models, num_anchors=num_anchors, num_cells=num_cells,
       shape_dim=m.shape_dim, pose_dim=m.pose_dim, disentangle=m.disentangle, head_hidden=m.head_hidden,
-      translation_hidden=r.translation_hidden, bn_axis_name=bn_axis_name, dtype=jnp.dtype(r.dtype))
+      translation_hidden=r.translation_hidden, backbone_width=r.backbone_width,
+      backbone_stages=tuple(r.backbone_stages), bn_axis_name=bn_axis_name, dtype=jnp.dtype(r.dtype))
 
 
 def loss_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -365,6 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The evaluation results (also written to `<workdir>/results.{json,md}`), plus a 'train' entry.
   """
+  config_check.validate(config, stage="regressor")  # before any bank, render or compile
   s = setup(config, workdir)
   t = config.regressor_train
   out_dir = stage_dir(workdir)

@@ -43,6 +43,8 @@ class ImageRegressor(nn.Module):
     disentangle: False for the joint-embedding ablation.
     head_hidden: hidden width of the rotation head (Stage I's value, so its weights can be copied).
     translation_hidden: hidden width of the translation head (0: linear).
+    backbone_width, backbone_stages: optional overrides of the backbone's width and depth (CPU configs:
+      the 2-core CPU trains a full ResNet-18 at ~25 img/s; ImageNet weights need the standard shape).
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
     dtype: computation dtype (parameters stay float32).
   """
@@ -55,6 +57,8 @@ class ImageRegressor(nn.Module):
   disentangle: bool = True
   head_hidden: int = 0
   translation_hidden: int = 0
+  backbone_width: int = 0  # 0: the backbone's own width (64 for the ResNets); else its num_filters
+  backbone_stages: tuple[int, ...] = ()  # (): the backbone's own blocks per stage
   bn_axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
@@ -63,7 +67,13 @@ class ImageRegressor(nn.Module):
     """Returns shape_vec (B, S), pose_vec (B, P), shape_logits (B, K), anchor_logits (B, A),
     residuals (B, A, 4), cell_logits (B, C) and cell_residuals (B, C, 3)."""
     # Named 'backbone' so ImageNet weights can be merged into this subtree (torchvision_import).
-    backbone = resnet.create_backbone(self.backbone, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    overrides = {}
+    if self.backbone_width:
+      overrides["num_filters"] = self.backbone_width
+    if self.backbone_stages:
+      overrides["stage_sizes"] = tuple(self.backbone_stages)
+    backbone = resnet.create_backbone(self.backbone, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                                      **overrides)
     features = backbone.clone(parent=self, name="backbone")(images, train=train)
     if self.disentangle:
       shape_vec = nn.Dense(self.shape_dim, dtype=self.dtype, name="shape_vec")(features)

@@ -1,0 +1,97 @@
+"""Training-step speed of our Flax ResNet backbone, mirroring `disent_jax.bench.torch_resnet.time_train_step`
+so a benchmark suite can call both with the same arguments.
+
+The step: forward in train mode (BatchNorm batch statistics, running averages updated), a linear
+classifier + cross-entropy on random labels, backward, optax.adam; jitted, with the state donated so XLA
+updates parameters and optimizer moments in place, as PyTorch's Adam does.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from disent_jax.models import resnet
+
+
+class _Classifier(nn.Module):
+  backbone: str
+  num_classes: int
+  dtype: jnp.dtype = jnp.float32
+  overrides: tuple[tuple[str, object], ...] = ()
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    backbone = resnet.create_backbone(self.backbone, dtype=self.dtype, **dict(self.overrides))
+    features = backbone.clone(parent=self, name="backbone")(x, train=train)
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features).astype(jnp.float32)
+
+
+def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
+                    num_classes: int = 1000, dtype: jnp.dtype = jnp.float32, **overrides) -> dict:
+  """Images per second of our jitted training step of `backbone` (NHWC) on the default device.
+
+  Args:
+    backbone: a `resnet.BACKBONES` name.
+    image_size: square input size in pixels.
+    batch_size: images per step.
+    steps: timed steps (after one untimed step that includes compilation).
+    num_classes: width of the linear head.
+    dtype: computation dtype.
+    **overrides: other `resnet.ResNet` attributes (e.g. conv_impl='lax'), to compare variants.
+
+  Returns:
+    dict with images_per_s (from the median step), step_s (median), first_s (compile + first step),
+    compile_s (an estimate: first_s - step_s), steps_s (all timed steps), cpu_s (median process CPU seconds per step:
+    on a shared machine less sensitive than wall time to other people's load), params (backbone parameters)
+    and the arguments.
+  """
+  model = _Classifier(backbone, num_classes, dtype, tuple(sorted(overrides.items())))
+  tx = optax.adam(1e-4)
+  images = jax.random.normal(jax.random.key(1), (batch_size, image_size, image_size, 3), jnp.float32)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, num_classes)
+
+  @jax.jit
+  def init():
+    variables = model.init(jax.random.key(0), images[:1], train=False)
+    return variables["params"], variables["batch_stats"], tx.init(variables["params"])
+
+  def loss_fn(params, batch_stats, images, labels):
+    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                                  mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates["batch_stats"]
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state, images, labels):
+    params, batch_stats, opt_state = state
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, images,
+                                                                           labels)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+  state = init()
+  start = time.perf_counter()
+  state, loss = train_step(state, images, labels)
+  jax.block_until_ready(loss)
+  first = time.perf_counter() - start
+  times, cpu_times = [], []
+  for _ in range(steps):
+    start = time.perf_counter()
+    cpu = time.process_time()
+    state, loss = train_step(state, images, labels)
+    jax.block_until_ready((state, loss))
+    times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu)
+  median = statistics.median(times)
+  params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state[0]["backbone"]))
+  return {"framework": "flax", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
+          **overrides, "devices": jax.device_count(), "params": params, "first_s": first,
+          "compile_s": max(first - median, 0.0), "steps_s": times, "step_s": median, "cpu_s": statistics.median(cpu_times),
+          "images_per_s": batch_size / median}

@@ -1,0 +1,265 @@
+"""Stage II image backbone: ResNet v1.5 in linen, laid out like torchvision's so ImageNet weights map 1:1.
+
+Architecture (He et al. 2016, as torchvision builds it, "v1.5"):
+  (B, H, W, 3) -> Conv(64, 7x7, stride 2, pad 3) -> BN -> ReLU -> MaxPool(3x3, stride 2, pad 1)
+  -> layer1 .. layerN (stage i: stage_sizes[i] residual blocks of num_filters * 2^i channels, the first
+     block of stages 2.. strides by 2) -> global average pool -> (B, feature_dim) float32.
+Blocks: 'basic' (3x3, 3x3; ResNet-18/34) or 'bottleneck' (1x1, 3x3, 1x1 x4 channels; ResNet-50). v1.5 puts
+the stride of a bottleneck on its 3x3 conv (the original paper put it on the first 1x1); the projection
+shortcut ('downsample') is a strided 1x1 conv + BN, used whenever the shape changes. Convs have no bias
+(BatchNorm follows every one); BatchNorm uses torchvision's eps 1e-5.
+
+Padding is explicit and symmetric (pad 3 for 7x7, 1 for 3x3), as torch does: 'SAME' would pad (2, 3) for
+a strided conv on an even size, shifting every feature map by one pixel against torchvision weights. The
+max-pool pads with -inf, so it is well defined down to a 1x1 input (32 px crops reach layer4 at 1x1).
+
+Submodule names follow torchvision's keys with '.' -> '_' ('conv1', 'bn1', 'layer1_0' holding 'conv1',
+'bn1', ..., 'downsample_conv', 'downsample_bn'), so `torchvision_import` maps state dicts mechanically.
+
+BatchNorm: under `jax.jit` with a batch sharded over devices the batch statistics are already global (XLA
+inserts the cross-device reduction), so `bn_axis_name` stays None; under `jax.pmap` set it to the pmap
+axis name so each device's statistics are averaged across devices. Statistics are always reduced in
+float32, whatever `dtype` is.
+
+Initialisation matches torchvision's default: Kaiming-normal (fan_out, ReLU gain) convs, BN scale 1 and
+bias 0. `zero_init_residual=True` zeroes the last BN scale of each block (Goyal et al. 2017: every block
+starts as the identity), torchvision's option of the same name.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from flax import traverse_util
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from disent_jax import errors
+
+# torchvision: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu") = N(0, 2 / fan_out), untruncated.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv_lax(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+  """Reference 2D convolution: NHWC x, HWIO w, symmetric zero padding."""
+  return lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_im2col(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+  """The same convolution as one matrix product: explicit patches (features ordered kh, kw, ci) times the
+  kernel matrix; a 1x1 kernel needs no patches (a strided slice, then the product)."""
+  k = w.shape[0]
+  if k == 1 and pad == 0:
+    return jnp.einsum("bhwc,co->bhwo", x[:, ::stride, ::stride], w[0, 0])
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ho, wo = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+  cols = [x[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+          for i in range(k) for j in range(k)]
+  return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(cols, axis=-1), w.reshape(-1, w.shape[-1]))
+
+
+_CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col}
+
+
+class Conv(nn.Module):
+  """A bias-free 2D convolution with torch's symmetric padding and a choice of implementation.
+
+  The parameter is nn.Conv's ('kernel', HWIO), so the weights do not depend on the implementation.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel size k (padding (k - 1) // 2 on every side).
+    stride: square stride.
+    impl: 'lax', 'im2col', or 'auto' (im2col on CPU, lax elsewhere; see the module docstring).
+    dtype: computation dtype.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  impl: str = "auto"
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    w = self.param("kernel", _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    impl = self.impl
+    if impl == "auto":
+      impl = "im2col" if jax.default_backend() == "cpu" else "lax"
+    if impl not in _CONV_IMPLS:
+      raise errors.ConfigError(f"conv impl must be 'auto' or one of {sorted(_CONV_IMPLS)}, got {impl!r}")
+    return _CONV_IMPLS[impl](x.astype(self.dtype), w.astype(self.dtype), self.stride, (k - 1) // 2)
+
+
+class _Blocks(nn.Module):
+  """Shared helpers of the two block types: conv and BN factories with the ResNet's settings."""
+
+  def _conv(self, features: int, kernel: int, stride: int, name: str) -> Conv:
+    return Conv(features, kernel, stride, impl=self.conv_impl, dtype=self.dtype, name=name)
+
+  def _norm(self, train: bool, name: str, zero: bool = False) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                        axis_name=self.bn_axis_name, dtype=self.dtype,
+                        scale_init=nn.initializers.zeros if zero else nn.initializers.ones, name=name)
+
+  def _shortcut(self, x: jax.Array, features: int, train: bool) -> jax.Array:
+    if x.shape[-1] == features and self.stride == 1:
+      return x
+    x = self._conv(features, 1, self.stride, "downsample_conv")(x)
+    return self._norm(train, "downsample_bn")(x)
+
+
+class BasicBlock(_Blocks):
+  """3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus the shortcut, -> ReLU (ResNet-18/34)."""
+  features: int
+  stride: int = 1
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  zero_init_residual: bool = False
+  conv_impl: str = "auto"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = nn.relu(self._norm(train, "bn1")(self._conv(self.features, 3, self.stride, "conv1")(x)))
+    y = self._norm(train, "bn2", self.zero_init_residual)(self._conv(self.features, 3, 1, "conv2")(y))
+    return nn.relu(y + self._shortcut(x, self.features, train))
+
+
+class BottleneckBlock(_Blocks):
+  """1x1 conv -> BN -> ReLU -> 3x3 conv (strided, v1.5) -> BN -> ReLU -> 1x1 conv (x4) -> BN, + shortcut."""
+  features: int
+  stride: int = 1
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  zero_init_residual: bool = False
+  conv_impl: str = "auto"
+  dtype: jnp.dtype = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = nn.relu(self._norm(train, "bn1")(self._conv(self.features, 1, 1, "conv1")(x)))
+    y = nn.relu(self._norm(train, "bn2")(self._conv(self.features, 3, self.stride, "conv2")(y)))
+    out = self.features * self.expansion
+    y = self._norm(train, "bn3", self.zero_init_residual)(self._conv(out, 1, 1, "conv3")(y))
+    return nn.relu(y + self._shortcut(x, out, train))
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
+
+
+class ResNet(nn.Module):
+  """ResNet v1.5 feature extractor: (B, H, W, 3) images -> (B, feature_dim) pooled float32 features.
+
+  Attributes:
+    stage_sizes: blocks per stage (e.g. (3, 4, 6, 3) for ResNet-50).
+    block: 'basic' or 'bottleneck'.
+    num_filters: channels of the stem and of the first stage (doubled per stage).
+    bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
+    bn_momentum: running-average decay of the BatchNorm statistics (flax convention: 0.9 is torch's 0.1).
+    dtype: computation dtype (parameters and BatchNorm statistics stay float32).
+    zero_init_residual: start each block's last BN scale at 0 (default False: torchvision's init).
+    conv_impl: 'auto' (im2col on CPU, lax elsewhere), 'lax' or 'im2col'; all compute the same function.
+  """
+  stage_sizes: tuple[int, ...]
+  block: str
+  num_filters: int = 64
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  dtype: jnp.dtype = jnp.float32
+  zero_init_residual: bool = False
+  conv_impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """Pooled features of NHWC images x (any float dtype; cast to `dtype`).
+
+    Args:
+      x: (B, H, W, 3) images.
+      train: use batch statistics and update the running ones ('batch_stats' must be mutable), else use
+        the running statistics.
+
+    Returns:
+      (B, feature_dim) float32 features after global average pooling.
+    """
+    if self.block not in _BLOCKS:
+      raise errors.ConfigError(f"ResNet block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
+    block_cls = _BLOCKS[self.block]
+    x = x.astype(self.dtype)
+    x = Conv(self.num_filters, 7, 2, impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
+                     axis_name=self.bn_axis_name, dtype=self.dtype, name="bn1")(x)
+    x = nn.relu(x)
+    # -inf padding (flax's max_pool pads with the reduction's identity), like torch's MaxPool2d(3, 2, 1).
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for i, size in enumerate(self.stage_sizes):
+      for j in range(size):
+        x = block_cls(self.num_filters * 2 ** i, stride=2 if i > 0 and j == 0 else 1,
+                      bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
+                      zero_init_residual=self.zero_init_residual, conv_impl=self.conv_impl,
+                      dtype=self.dtype,
+                      name=f"layer{i + 1}_{j}")(x, train=train)
+    # Pool in float32: a bf16 sum over 7x7 (or 2x2 at 64 px) positions loses digits for nothing.
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+BACKBONES: dict[str, dict] = {
+    "resnet50": dict(stage_sizes=(3, 4, 6, 3), block="bottleneck"),
+    "resnet34": dict(stage_sizes=(3, 4, 6, 3), block="basic"),
+    "resnet18": dict(stage_sizes=(2, 2, 2, 2), block="basic"),
+    # The test network: stem + one basic block, 16 channels (feature_dim 16); compiles in about a second.
+    "resnet_tiny": dict(stage_sizes=(1,), block="basic", num_filters=16),
+}
+
+
+def _spec(name: str) -> dict:
+  if name not in BACKBONES:
+    raise errors.ConfigError(f"unknown backbone {name!r}; valid backbones: {', '.join(sorted(BACKBONES))}")
+  return BACKBONES[name]
+
+
+def create_backbone(name: str, *, dtype: jnp.dtype = jnp.float32, bn_axis_name: str | None = None,
+                    **overrides) -> ResNet:
+  """The ResNet named `name` (a `BACKBONES` key), unbound.
+
+  Args:
+    name: 'resnet50', 'resnet34', 'resnet18' or 'resnet_tiny'.
+    dtype: computation dtype (parameters stay float32).
+    bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
+    **overrides: other `ResNet` attributes (e.g. zero_init_residual=True, bn_momentum).
+
+  Returns:
+    The module; call `.init(rng, images, train=False)` for its variables.
+
+  Raises:
+    errors.ConfigError: unknown name (the message lists the valid ones).
+  """
+  return ResNet(**{**_spec(name), **overrides}, dtype=dtype, bn_axis_name=bn_axis_name)
+
+
+def feature_dim(name: str) -> int:
+  """Width of the pooled features of backbone `name` (2048 for ResNet-50, 512 for ResNet-18/34)."""
+  spec = _spec(name)
+  return (spec.get("num_filters", 64) * 2 ** (len(spec["stage_sizes"]) - 1)
+          * _BLOCKS[spec["block"]].expansion)
+
+
+def variable_shapes(name: str) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Shapes of backbone `name`'s variables, flat: ('params' | 'batch_stats', module, ..., leaf) -> shape.
+
+  Computed without FLOPs (jax.eval_shape) and cached; the spatial size changes no shape.
+  """
+  return dict(_variable_shapes(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _variable_shapes(name: str) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
+  model = create_backbone(name)
+  tree = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  flat = traverse_util.flatten_dict(dict(tree))
+  return tuple((path, tuple(leaf.shape)) for path, leaf in flat.items())
