@@ -93,13 +93,6 @@ def _grads_and_metrics(state: train_lib.TrainState, batch: dict, anchors: jax.Ar
   return grads, aux, batch_stats
 
 
-def _apply(state, grads, aux, batch_stats):
-  finite = train_lib.tree_all_finite(grads) & jnp.isfinite(aux["loss"])
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  aux = dict(aux, finite=finite, grad_norm=optax.tree.norm(grads))
-  return new_state, aux
-
-
 def train_step(state: train_lib.TrainState, key: jax.Array, volumes_bank: jax.Array,
                anchors: jax.Array, *, batch_size: int, loss_kwargs: dict,
                batch_sharding: jax.sharding.Sharding | None = None):
@@ -123,7 +116,7 @@ def train_step(state: train_lib.TrainState, key: jax.Array, volumes_bank: jax.Ar
     models, quats = jax.lax.with_sharding_constraint((models, quats), batch_sharding)
   batch = stage1_data.make_examples(volumes_bank, anchors, models, quats)
   grads, aux, batch_stats = _grads_and_metrics(state, batch, anchors, loss_kwargs)
-  return _apply(state, grads, aux, batch_stats)
+  return train_lib.apply_gradients(state, grads, aux, batch_stats)
 
 
 def pmap_train_step(state, key, volumes_bank, anchors, *, batch_size: int, num_devices: int,
@@ -139,7 +132,7 @@ def pmap_train_step(state, key, volumes_bank, anchors, *, batch_size: int, num_d
   grads, aux, batch_stats = _grads_and_metrics(state, batch, anchors, loss_kwargs)
   grads = jax.lax.pmean(grads, axis_name)
   aux = jax.lax.pmean(aux, axis_name)
-  return _apply(state, grads, aux, batch_stats)
+  return train_lib.apply_gradients(state, grads, aux, batch_stats)
 
 
 @dataclasses.dataclass

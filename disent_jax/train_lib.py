@@ -341,6 +341,18 @@ class Throughput:
 # The training loop shared by both stages.
 
 
+def apply_gradients(state: TrainState, grads: PyTree, aux: dict, batch_stats: PyTree
+                    ) -> tuple[TrainState, dict]:
+  """One optimiser update inside a jitted step; adds 'finite' and 'grad_norm' to the step's metrics.
+
+  The update is applied even when it is not finite: the loop checks 'finite' at the next log and stops
+  without saving that state (`flush_metrics`), so the step itself needs no host sync.
+  """
+  finite = tree_all_finite(grads) & jax.numpy.isfinite(aux["loss"])
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  return new_state, dict(aux, finite=finite, grad_norm=optax.tree.norm(grads))
+
+
 def learning_rate_schedule(t) -> optax.Schedule:
   """The schedule of a stage's train config (`config.train` or `config.regressor_train`)."""
   if t.schedule == "constant":

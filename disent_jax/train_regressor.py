@@ -271,12 +271,6 @@ def _grads_and_metrics(state, batch, bank, anchors, embedder_variables, *, grid,
   return grads, aux, batch_stats
 
 
-def _apply(state, grads, aux, batch_stats):
-  finite = train_lib.tree_all_finite(grads) & jnp.isfinite(aux["loss"])
-  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return new_state, dict(aux, finite=finite, grad_norm=optax.tree.norm(grads))
-
-
 def train_step(state: train_lib.TrainState, batch: dict, bank: jax.Array, anchors: jax.Array,
                embedder_variables: dict | None, *, grid: geometry.TranslationGrid, embedder_apply,
                loss_kw: dict):
@@ -295,7 +289,7 @@ def train_step(state: train_lib.TrainState, batch: dict, bank: jax.Array, anchor
   """
   grads, aux, batch_stats = _grads_and_metrics(state, batch, bank, anchors, embedder_variables,
                                                grid=grid, embedder_apply=embedder_apply, loss_kw=loss_kw)
-  return _apply(state, grads, aux, batch_stats)
+  return train_lib.apply_gradients(state, grads, aux, batch_stats)
 
 
 def pmap_train_step(state, batch, bank, anchors, embedder_variables, *, grid, embedder_apply, loss_kw,
@@ -305,7 +299,7 @@ def pmap_train_step(state, batch, bank, anchors, embedder_variables, *, grid, em
                                                grid=grid, embedder_apply=embedder_apply, loss_kw=loss_kw)
   grads = jax.lax.pmean(grads, axis_name)
   aux = jax.lax.pmean(aux, axis_name)
-  return _apply(state, grads, aux, batch_stats)
+  return train_lib.apply_gradients(state, grads, aux, batch_stats)
 
 
 def make_train_iterator(config: ml_collections.ConfigDict, s: Stage2Setup) -> input_pipeline.BatchIterator:

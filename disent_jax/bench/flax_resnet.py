@@ -4,6 +4,15 @@ so a benchmark suite can call both with the same arguments.
 The step: forward in train mode (BatchNorm batch statistics, running averages updated), a linear
 classifier + cross-entropy on random labels, backward, optax.adam; jitted, with the state donated so XLA
 updates parameters and optimizer moments in place, as PyTorch's Adam does.
+
+Measured on the 2-core dev machine (ResNet-50, batch 32, 64 px, one pinned core so that other people's
+load matters less): 1.40 s/step (22.8 img/s) vs PyTorch's 1.29 s (24.9 img/s) with
+`disent_jax.bench.torch_resnet`; at 224 px 20.6 s vs 13.0-13.6 s. Process settings matter as much as the
+code: glibc malloc tunables (GLIBC_TUNABLES=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:
+glibc.malloc.trim_threshold=100000000000, which launch/main.py sets) take the step from 1.69 to 1.40 s,
+because XLA's large fresh buffers otherwise come from mmap and page-fault every step; the same settings
+through mallopt(3) at run time gave 1.44 s. They do not change PyTorch's step (1.30 s either way). Run
+benchmarks with them set.
 """
 
 from __future__ import annotations
@@ -48,10 +57,10 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     **overrides: other `resnet.ResNet` attributes (e.g. conv_impl='lax'), to compare variants.
 
   Returns:
-    dict with images_per_s (from the median step), step_s (median), first_s (compile + first step),
-    compile_s (an estimate: first_s - step_s), steps_s (all timed steps), cpu_s (median process CPU seconds per step:
-    on a shared machine less sensitive than wall time to other people's load), params (backbone parameters)
-    and the arguments.
+    dict with images_per_s (from the median step), step_s (median), min_s (fastest step), first_s
+    (compile + first step), compile_s (first_s - step_s), steps_s (all timed steps), cpu_s (median
+    process CPU seconds per step: on a shared machine less sensitive than wall time to others' load),
+    params (backbone parameters), devices and the arguments.
   """
   model = _Classifier(backbone, num_classes, dtype, tuple(sorted(overrides.items())))
   tx = optax.adam(1e-4)
@@ -71,8 +80,8 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state, images, labels):
     params, batch_stats, opt_state = state
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, images,
-                                                                           labels)
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, images, labels)
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
@@ -83,8 +92,7 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   first = time.perf_counter() - start
   times, cpu_times = [], []
   for _ in range(steps):
-    start = time.perf_counter()
-    cpu = time.process_time()
+    start, cpu = time.perf_counter(), time.process_time()
     state, loss = train_step(state, images, labels)
     jax.block_until_ready((state, loss))
     times.append(time.perf_counter() - start)
@@ -93,5 +101,5 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state[0]["backbone"]))
   return {"framework": "flax", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
           **overrides, "devices": jax.device_count(), "params": params, "first_s": first,
-          "compile_s": max(first - median, 0.0), "steps_s": times, "step_s": median, "cpu_s": statistics.median(cpu_times),
-          "images_per_s": batch_size / median}
+          "compile_s": max(first - median, 0.0), "steps_s": times, "step_s": median, "min_s": min(times),
+          "cpu_s": statistics.median(cpu_times), "images_per_s": batch_size / median}

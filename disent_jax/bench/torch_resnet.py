@@ -113,7 +113,9 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   """Images per second of a PyTorch training step of `backbone` (float32, NCHW, eager).
 
   The step: forward in train mode, a linear classifier + cross-entropy on random labels, backward, Adam.
-  Mirrors `disent_jax.bench.flax_resnet.time_train_step`.
+  Mirrors `disent_jax.bench.flax_resnet.time_train_step`. On a machine shared with other work, PyTorch's
+  OpenMP threads degrade badly: with 2 threads on our loaded 2-core machine a step took 11 s against 1.3 s
+  with 1 thread (and 0.8 s with 2 threads when it was quiet), so compare at threads=1 there.
 
   Args:
     backbone: a `resnet.BACKBONES` name.
@@ -124,9 +126,10 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     num_classes: width of the linear head.
 
   Returns:
-    dict with images_per_s (from the median step), step_s (median), first_s (the warm-up step),
-    steps_s (all timed steps), cpu_s (median process CPU seconds per step:
-    on a shared machine less sensitive than wall time to other people's load), params (backbone parameters), threads and the arguments.
+    dict with images_per_s (from the median step), step_s (median), min_s (fastest step), first_s (the
+    warm-up step), steps_s (all timed steps), cpu_s (median process CPU seconds per step: on a shared
+    machine less sensitive than wall time to others' load), params (backbone parameters), threads and the
+    arguments.
   """
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F
@@ -151,12 +154,12 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   first = time.perf_counter() - start
   times, cpu_times = [], []
   for _ in range(steps):
-    start = time.perf_counter()
-    cpu = time.process_time()
+    start, cpu = time.perf_counter(), time.process_time()
     step()
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu)
   median = statistics.median(times)
   return {"framework": "torch", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
           "threads": torch.get_num_threads(), "params": param_count(model), "first_s": first,
-          "steps_s": times, "step_s": median, "cpu_s": statistics.median(cpu_times), "images_per_s": batch_size / median}
+          "steps_s": times, "step_s": median, "min_s": min(times), "cpu_s": statistics.median(cpu_times),
+          "images_per_s": batch_size / median}

@@ -173,7 +173,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(body) or end - begin != size:
       raise errors.CheckpointError(f"{path}: tensor {name!r} ({dtype_tag} {shape}) has data offsets "
-                                   f"[{begin}, {end}) that do not fit it or the file ({len(body)} data bytes)")
+                                   f"[{begin}, {end}) that do not fit it or the file "
+                                   f"({len(body)} data bytes)")
     value = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
     if dtype_tag == "BF16":
       # bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret.

@@ -1,0 +1,214 @@
+"""The Stage II ResNet backbone: torchvision's parameter counts, shapes, small inputs, and BatchNorm
+statistics that are global under a sharded jit and under pmap."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+import pytest
+
+from disent_jax import errors
+from disent_jax.models import resnet
+
+
+def _init(model, x, seed=0):
+  # Jitted: an eager init compiles every primitive on its own (seconds, even for the tiny network).
+  return jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), x)
+
+
+@pytest.fixture(scope="module")
+def tiny_variables():
+  """resnet_tiny's variables: they depend on neither the batch nor the image size, so one init serves all
+  (compiling an init costs seconds on the loaded 2-core machine)."""
+  return _init(resnet.create_backbone("resnet_tiny"), jnp.zeros((1, 8, 8, 3)), seed=1)
+
+
+def _train_apply(model, variables, x):
+  out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  return out, updates["batch_stats"]
+
+
+def _params(name):
+  return sum(int(np.prod(s)) for path, s in resnet.variable_shapes(name).items() if path[0] == "params")
+
+
+@pytest.mark.parametrize("name,total,fc", [("resnet18", 11_689_512, 513_000),
+                                           ("resnet34", 21_797_672, 513_000),
+                                           ("resnet50", 25_557_032, 2_049_000)])
+def test_param_counts_equal_torchvision_without_fc(name, total, fc):
+  assert _params(name) == total - fc
+
+
+@pytest.mark.parametrize("name,dim", [("resnet50", 2048), ("resnet34", 512), ("resnet18", 512),
+                                      ("resnet_tiny", 16)])
+def test_feature_dim_and_output_shape(name, dim):
+  assert resnet.feature_dim(name) == dim
+  model = resnet.create_backbone(name)
+  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert out.shape == (2, dim) and out.dtype == jnp.float32
+  assert set(variables) == {"params", "batch_stats"}
+
+
+def test_feature_dim_follows_width_and_depth_overrides():
+  overrides = dict(num_filters=32, stage_sizes=(1, 1))
+  model = resnet.create_backbone("resnet18", **overrides)
+  x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False)[0], x)
+  assert out.shape == (1, resnet.feature_dim("resnet18", **overrides)) == (1, 64)
+
+
+def test_torchvision_layout_names():
+  names = {"/".join(p) for p in resnet.variable_shapes("resnet50")}
+  assert "params/conv1/kernel" in names and "batch_stats/bn1/mean" in names
+  assert "params/layer1_0/downsample_conv/kernel" in names  # 64 -> 256 channels
+  assert "params/layer4_2/conv3/kernel" in names and "params/layer4_2/bn3/scale" in names
+  assert not any(n.startswith("params/layer1_1/downsample") for n in names)
+  assert resnet.variable_shapes("resnet50")[("params", "layer2_0", "conv2", "kernel")] == (3, 3, 128, 128)
+
+
+def test_unknown_backbone_lists_valid_names():
+  with pytest.raises(errors.ConfigError, match="resnet50.*resnet_tiny|resnet_tiny.*resnet50"):
+    resnet.create_backbone("resnet101")
+  with pytest.raises(errors.ConfigError, match="resnet18"):
+    resnet.feature_dim("vgg16")
+
+
+@pytest.mark.parametrize("size", [1, 33])  # 1 px: every stride-2 layer and the max-pool at size 1
+def test_tiny_inputs(size, tiny_variables):
+  model = resnet.create_backbone("resnet_tiny")
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  variables = tiny_variables
+  out, updates = jax.jit(functools.partial(_train_apply, model))(variables, x)
+  assert out.shape == (2, 16) and bool(jnp.all(jnp.isfinite(out)))
+  assert jax.tree.structure(updates) == jax.tree.structure(variables["batch_stats"])
+
+
+def test_init_matches_torchvision_and_zero_init_option(tiny_variables):
+  params = tiny_variables["params"]
+  np.testing.assert_array_equal(params["layer1_0"]["bn2"]["scale"], 1.0)
+  np.testing.assert_array_equal(params["bn1"]["bias"], 0.0)
+  # Kaiming normal, fan_out: std sqrt(2 / (3 * 3 * 16)) = 0.118.
+  assert 0.09 < float(jnp.std(params["layer1_0"]["conv1"]["kernel"])) < 0.14
+  zero = resnet.create_backbone("resnet_tiny", zero_init_residual=True)
+  params = _init(zero, jnp.zeros((1, 8, 8, 3)))["params"]
+  np.testing.assert_array_equal(params["layer1_0"]["bn2"]["scale"], 0.0)
+  np.testing.assert_array_equal(params["layer1_0"]["bn1"]["scale"], 1.0)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_output(tiny_variables):
+  model = resnet.create_backbone("resnet_tiny", dtype=jnp.bfloat16)
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(1), x)
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(shapes))
+  variables = tiny_variables
+  out, updates = jax.jit(functools.partial(_train_apply, model))(variables, x)
+  assert out.dtype == jnp.float32
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(updates))
+  ref, _ = jax.jit(functools.partial(_train_apply, resnet.create_backbone("resnet_tiny")))(variables, x)
+  np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.05)
+
+
+def test_batchnorm_statistics_are_global_under_sharded_jit_and_pmap(tiny_variables):
+  n = jax.device_count()
+  assert n == 8, "tests/conftest.py sets 8 fake CPU devices"
+  model = resnet.create_backbone("resnet_tiny")
+  # Per-device batches differ in scale, so device-local statistics would give visibly different outputs.
+  x = jax.random.normal(jax.random.key(0), (2 * n, 16, 16, 3))
+  x = x * (1.0 + jnp.arange(2 * n)[:, None, None, None] / 4)
+  variables = tiny_variables
+  step = jax.jit(functools.partial(_train_apply, model))
+  ref_out, ref_stats = step(variables, jax.device_put(x, jax.devices()[0]))
+
+  mesh = Mesh(np.array(jax.devices()), ("batch",))
+  xs = jax.device_put(x, NamedSharding(mesh, P("batch")))
+  vs = jax.device_put(variables, NamedSharding(mesh, P()))
+  out, stats = step(vs, xs)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  pmodel = resnet.create_backbone("resnet_tiny", bn_axis_name="batch")
+  replicated = jax.tree.map(lambda v: jnp.broadcast_to(v, (n,) + v.shape), variables)
+  out, stats = jax.pmap(functools.partial(_train_apply, pmodel), axis_name="batch")(
+      replicated, x.reshape((n, 2) + x.shape[1:]))
+  np.testing.assert_allclose(np.asarray(out).reshape(ref_out.shape), ref_out, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+    for replica in np.asarray(a):
+      np.testing.assert_allclose(replica, b, rtol=1e-5, atol=1e-6)
+
+  # Sanity check of the check: without the axis name, pmap's statistics are per device and differ.
+  local, _ = jax.pmap(functools.partial(_train_apply, model), axis_name="batch")(
+      replicated, x.reshape((n, 2) + x.shape[1:]))
+  assert not np.allclose(np.asarray(local).reshape(ref_out.shape), ref_out, atol=1e-3)
+
+
+_CONV_CASES = [(1, 1, 6), (1, 2, 7), (3, 1, 5), (3, 2, 8), (7, 2, 9)]  # kernel, stride, odd/even size
+
+
+def test_conv_impls_compute_the_same_function():
+  def run(conv):
+    # All cases in one jitted function: one compilation per implementation instead of one per case.
+    def f(xs, ws):
+      outs = []
+      for (k, stride, _), x, w in zip(_CONV_CASES, xs, ws):
+        fn = lambda x, w: conv(x, w, stride, (k - 1) // 2)
+        outs.append((fn(x, w), jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), (0, 1))(x, w)))
+      return outs
+    return jax.jit(f)
+
+  keys = jax.random.split(jax.random.key(0), 2 * len(_CONV_CASES))
+  xs = [jax.random.normal(keys[2 * i], (2, size, size, 3)) for i, (_, _, size) in enumerate(_CONV_CASES)]
+  ws = [jax.random.normal(keys[2 * i + 1], (k, k, 3, 4)) for i, (k, _, _) in enumerate(_CONV_CASES)]
+  for case, (out, grads), (ref, ref_grads) in zip(_CONV_CASES, run(resnet.conv_im2col)(xs, ws),
+                                                  run(resnet.conv_lax)(xs, ws)):
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=str(case))
+    for a, b in zip(grads, ref_grads):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=str(case))
+
+
+def test_conv_impl_does_not_change_the_network(tiny_variables):
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  lax_model = resnet.create_backbone("resnet_tiny", conv_impl="lax")
+  variables = tiny_variables
+  ref, _ = jax.jit(functools.partial(_train_apply, lax_model))(variables, x)
+  im2col_model = resnet.create_backbone("resnet_tiny", conv_impl="im2col")
+  out, _ = jax.jit(functools.partial(_train_apply, im2col_model))(variables, x)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  with pytest.raises(errors.ConfigError, match="conv impl"):
+    jax.eval_shape(lambda: resnet.create_backbone("resnet_tiny", conv_impl="winograd").init(
+        jax.random.key(1), x, train=False))
+
+
+def test_batchnorm_matches_flax_batchnorm():
+  # Channels with a large mean, so the fast variance's cancellation would show if it were computed badly.
+  x = jax.random.normal(jax.random.key(0), (8, 5, 5, 6)) * jnp.arange(1, 7) + jnp.arange(6) * 3.0
+  ours = resnet.BatchNorm(use_running_average=False, momentum=0.8)
+  ref = nn.BatchNorm(use_running_average=False, momentum=0.8, epsilon=1e-5)
+  variables = ref.init(jax.random.key(1), x)
+  assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+  variables = jax.tree.map(lambda v: v + 0.3, variables)  # non-trivial scale, bias and running stats
+
+  def both(v, x, axis_name=None):
+    o = resnet.BatchNorm(use_running_average=False, momentum=0.8, axis_name=axis_name)
+    r = nn.BatchNorm(use_running_average=False, momentum=0.8, epsilon=1e-5, axis_name=axis_name)
+    return (o.apply(v, x, mutable=["batch_stats"]), r.apply(v, x, mutable=["batch_stats"]),
+            o.copy(use_running_average=True).apply(v, x), r.copy(use_running_average=True).apply(v, x))
+
+  (out, upd), (ref_out, ref_upd), ev, ref_ev = jax.jit(both)(variables, x)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ev, ref_ev, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(upd), jax.tree.leaves(ref_upd)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Under pmap, the statistics are the global batch's, as nn.BatchNorm's.
+  (out, upd), (ref_out, ref_upd), _, _ = jax.pmap(functools.partial(both, axis_name="b"), axis_name="b")(
+      jax.tree.map(lambda v: jnp.broadcast_to(v, (4,) + v.shape), variables), x.reshape(4, 2, 5, 5, 6))
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out).reshape(x.shape), np.asarray(jax.jit(both)(variables, x)[0][0]),
+                             rtol=1e-5, atol=1e-5)
