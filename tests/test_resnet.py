@@ -16,16 +16,28 @@ from disent_jax import errors
 from disent_jax.models import resnet
 
 
+def _normal(seed, shape):
+  # numpy, not jax.random: an eager jax.random.normal compiles a program per shape (~0.5 s each here).
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def _init(model, x, seed=0):
-  # Jitted: an eager init compiles every primitive on its own (seconds, even for the tiny network).
-  return jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed), x)
+  # Jitted (an eager init compiles every primitive on its own), with an 'rbg' key: the default threefry
+  # random bits compile 3-4x slower (4 s against 1.2 s for resnet_tiny's init here).
+  return jax.jit(functools.partial(model.init, train=False))(jax.random.key(seed, impl="rbg"), x)
+
+
+def _tiny(**kw):
+  """resnet_tiny with lax convolutions, for the tests of everything but the convolutions: lax compiles
+  several times faster than the CPU default (im2col), and the two are checked equal below."""
+  return resnet.create_backbone("resnet_tiny", conv_impl="lax", **kw)
 
 
 @pytest.fixture(scope="module")
 def tiny_variables():
   """resnet_tiny's variables: they depend on neither the batch nor the image size, so one init serves all
   (compiling an init costs seconds on the loaded 2-core machine)."""
-  return _init(resnet.create_backbone("resnet_tiny"), jnp.zeros((1, 8, 8, 3)), seed=1)
+  return _init(_tiny(), jnp.zeros((1, 8, 8, 3)), seed=1)
 
 
 def _train_apply(model, variables, x):
@@ -83,7 +95,7 @@ def test_unknown_backbone_lists_valid_names():
 @pytest.mark.parametrize("size", [1, 33])  # 1 px: every stride-2 layer and the max-pool at size 1
 def test_tiny_inputs(size, tiny_variables):
   model = resnet.create_backbone("resnet_tiny")
-  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  x = _normal(0, (2, size, size, 3))
   variables = tiny_variables
   out, updates = jax.jit(functools.partial(_train_apply, model))(variables, x)
   assert out.shape == (2, 16) and bool(jnp.all(jnp.isfinite(out)))
@@ -96,32 +108,31 @@ def test_init_matches_torchvision_and_zero_init_option(tiny_variables):
   np.testing.assert_array_equal(params["bn1"]["bias"], 0.0)
   # Kaiming normal, fan_out: std sqrt(2 / (3 * 3 * 16)) = 0.118.
   assert 0.09 < float(jnp.std(params["layer1_0"]["conv1"]["kernel"])) < 0.14
-  zero = resnet.create_backbone("resnet_tiny", zero_init_residual=True)
+  zero = _tiny(zero_init_residual=True)
   params = _init(zero, jnp.zeros((1, 8, 8, 3)))["params"]
   np.testing.assert_array_equal(params["layer1_0"]["bn2"]["scale"], 0.0)
   np.testing.assert_array_equal(params["layer1_0"]["bn1"]["scale"], 1.0)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_output(tiny_variables):
-  model = resnet.create_backbone("resnet_tiny", dtype=jnp.bfloat16)
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  model = _tiny(dtype=jnp.bfloat16)
+  x = _normal(0, (2, 32, 32, 3))
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(1), x)
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(shapes))
   variables = tiny_variables
   out, updates = jax.jit(functools.partial(_train_apply, model))(variables, x)
   assert out.dtype == jnp.float32
   assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(updates))
-  ref, _ = jax.jit(functools.partial(_train_apply, resnet.create_backbone("resnet_tiny")))(variables, x)
+  ref, _ = jax.jit(functools.partial(_train_apply, _tiny()))(variables, x)
   np.testing.assert_allclose(out, ref, rtol=0.05, atol=0.05)
 
 
 def test_batchnorm_statistics_are_global_under_sharded_jit_and_pmap(tiny_variables):
   n = jax.device_count()
   assert n == 8, "tests/conftest.py sets 8 fake CPU devices"
-  model = resnet.create_backbone("resnet_tiny")
+  model = _tiny()
   # Per-device batches differ in scale, so device-local statistics would give visibly different outputs.
-  x = jax.random.normal(jax.random.key(0), (2 * n, 16, 16, 3))
-  x = x * (1.0 + jnp.arange(2 * n)[:, None, None, None] / 4)
+  x = _normal(0, (2 * n, 16, 16, 3)) * (1.0 + np.arange(2 * n, dtype=np.float32)[:, None, None, None] / 4)
   variables = tiny_variables
   step = jax.jit(functools.partial(_train_apply, model))
   ref_out, ref_stats = step(variables, jax.device_put(x, jax.devices()[0]))
@@ -134,7 +145,7 @@ def test_batchnorm_statistics_are_global_under_sharded_jit_and_pmap(tiny_variabl
   for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
-  pmodel = resnet.create_backbone("resnet_tiny", bn_axis_name="batch")
+  pmodel = _tiny(bn_axis_name="batch")
   replicated = jax.tree.map(lambda v: jnp.broadcast_to(v, (n,) + v.shape), variables)
   out, stats = jax.pmap(functools.partial(_train_apply, pmodel), axis_name="batch")(
       replicated, x.reshape((n, 2) + x.shape[1:]))
@@ -163,9 +174,8 @@ def test_conv_impls_compute_the_same_function():
       return outs
     return jax.jit(f)
 
-  keys = jax.random.split(jax.random.key(0), 2 * len(_CONV_CASES))
-  xs = [jax.random.normal(keys[2 * i], (2, size, size, 3)) for i, (_, _, size) in enumerate(_CONV_CASES)]
-  ws = [jax.random.normal(keys[2 * i + 1], (k, k, 3, 4)) for i, (k, _, _) in enumerate(_CONV_CASES)]
+  xs = [_normal(2 * i, (2, size, size, 3)) for i, (_, _, size) in enumerate(_CONV_CASES)]
+  ws = [_normal(2 * i + 1, (k, k, 3, 4)) for i, (k, _, _) in enumerate(_CONV_CASES)]
   for case, (out, grads), (ref, ref_grads) in zip(_CONV_CASES, run(resnet.conv_im2col)(xs, ws),
                                                   run(resnet.conv_lax)(xs, ws)):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=str(case))
@@ -174,7 +184,7 @@ def test_conv_impls_compute_the_same_function():
 
 
 def test_conv_impl_does_not_change_the_network(tiny_variables):
-  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  x = _normal(0, (2, 16, 16, 3))
   lax_model = resnet.create_backbone("resnet_tiny", conv_impl="lax")
   variables = tiny_variables
   ref, _ = jax.jit(functools.partial(_train_apply, lax_model))(variables, x)
@@ -188,11 +198,11 @@ def test_conv_impl_does_not_change_the_network(tiny_variables):
 
 def test_batchnorm_matches_flax_batchnorm():
   # Channels with a large mean, so the fast variance's cancellation would show if it were computed badly.
-  x = jax.random.normal(jax.random.key(0), (8, 5, 5, 6)) * jnp.arange(1, 7) + jnp.arange(6) * 3.0
+  x = _normal(0, (8, 5, 5, 6)) * np.arange(1, 7, dtype=np.float32) + np.arange(6, dtype=np.float32) * 3
   ours = resnet.BatchNorm(use_running_average=False, momentum=0.8)
   ref = nn.BatchNorm(use_running_average=False, momentum=0.8, epsilon=1e-5)
-  variables = ref.init(jax.random.key(1), x)
-  assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(variables)
+  variables = jax.jit(ref.init)(jax.random.key(1, impl="rbg"), x)
+  assert jax.tree.structure(jax.eval_shape(ours.init, jax.random.key(1), x)) == jax.tree.structure(variables)
   variables = jax.tree.map(lambda v: v + 0.3, variables)  # non-trivial scale, bias and running stats
 
   def both(v, x, axis_name=None):
