@@ -13,17 +13,12 @@ in the heap, so the steps are timed under the allocator settings training runs w
 same process and gets the same allocator). DISENT_KEEP_MALLOC=1 opts out; the JSON records the setting.
 """
 
-import os
 import sys
 
-# The same settings as launch/main.py (see the reasoning there): XLA:CPU's big temporaries otherwise
-# page-fault in afresh every step.
-_MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                    "glibc.malloc.trim_threshold=100000000000")
-if (__name__ == "__main__" and sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in os.environ
-    and not os.environ.get("DISENT_KEEP_MALLOC")):
-  os.environ["GLIBC_TUNABLES"] = _MALLOC_TUNABLES
-  os.execv(sys.executable, [sys.executable, "-m", "launch.benchmark", *sys.argv[1:]])
+from launch import _malloc  # before jax: the malloc settings must be in place at process start
+
+if __name__ == "__main__":
+  _malloc.reexec_with_malloc_tunables("launch.benchmark")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

@@ -6,19 +6,11 @@ function `fn(config, workdir)` in the library, callable from a notebook as well.
 
 import logging as py_logging
 import os
-import sys
 
-# XLA:CPU takes every large temporary buffer fresh from malloc, and glibc serves those with mmap/munmap, so
-# each step page-faults its buffers in again (a fresh 382 MB buffer: ~120 ms of faults vs ~20 ms reused).
-# These glibc settings keep freed memory in the heap; measured on the Stage I step: 923 -> 676 ms. They
-# must be in the environment before the process starts, hence the one-time re-exec (Linux only; set
-# DISENT_KEEP_MALLOC=1 to opt out).
-_MALLOC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                    "glibc.malloc.trim_threshold=100000000000")
-if (__name__ == "__main__" and sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in os.environ
-    and not os.environ.get("DISENT_KEEP_MALLOC")):
-  os.environ["GLIBC_TUNABLES"] = _MALLOC_TUNABLES
-  os.execv(sys.executable, [sys.executable, "-m", "launch.main", *sys.argv[1:]])
+from launch import _malloc  # before jax: the malloc settings must be in place at process start
+
+if __name__ == "__main__":
+  _malloc.reexec_with_malloc_tunables("launch.main")
 
 from absl import app
 from absl import flags
