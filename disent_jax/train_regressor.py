@@ -216,9 +216,12 @@ def initial_state(config: ml_collections.ConfigDict, s: Stage2Setup,
       params[head] = src
     logging.info("Stage II shape and rotation heads initialised from Stage I's")
   params, batch_stats = jax.device_put((params, batch_stats), sharding)
-  # A fresh optimiser state for the final parameters (Adam's moments are zeros either way).
-  return train_lib.TrainState.create(apply_fn=s.model.apply, params=params, tx=s.tx,
-                                     batch_stats=batch_stats)
+  # A fresh optimiser state for the final parameters (Adam's moments are zeros either way). Every leaf,
+  # the step counters included, is put on the step's sharding: a counter created on the host has another
+  # type than the step's output, and the second step would compile the whole step again (~20 s on a CPU).
+  state = train_lib.TrainState.create(apply_fn=s.model.apply, params=params, tx=s.tx,
+                                      batch_stats=batch_stats)
+  return jax.device_put(state, sharding)
 
 
 def abstract_state(s: Stage2Setup) -> Any:
@@ -325,6 +328,7 @@ def _compile_step(config, s: Stage2Setup, state, repl, batch_sharding):
       batch = {k: jax.make_array_from_process_local_data(batch_sharding, host_batch[k])
                for k in STEP_KEYS}
       return fn(st, batch, bank, anchors, emb)
+    step_fn.jitted = fn  # for tests: fn._cache_size() counts its compilations
     return step_fn, state
   if parallel == "pmap":
     devices = list(s.mesh.devices.flat)

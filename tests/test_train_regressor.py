@@ -132,7 +132,7 @@ def test_targets_are_the_frozen_embedding_of_the_rotated_voxels(shared_dirs, tmp
   np.testing.assert_allclose(np.asarray(t)[inside], batch["translation"][inside], atol=1e-5)
 
 
-def _run_steps(config, workdir, num_steps):
+def _run_steps(config, workdir, num_steps, return_step_fn=False):
   s = train_regressor.setup(config, workdir)
   repl = train_lib.replicated_sharding(s.mesh)
   state = train_regressor.initial_state(config, s, repl)
@@ -147,7 +147,18 @@ def _run_steps(config, workdir, num_steps):
   if config.regressor_train.parallel == "pmap":
     import flax
     state = flax.jax_utils.unreplicate(state)
-  return jax.device_get(state.params), jax.device_get(state.batch_stats), m
+  out = jax.device_get(state.params), jax.device_get(state.batch_stats), m
+  return out + (step_fn,) if return_step_fn else out
+
+
+def test_step_compiles_once(shared_dirs):
+  """A fresh state (heads copied from Stage I on the host) has the step's output types: one compile."""
+  cache, data, stage1 = shared_dirs
+  config = _config(cache, data, num_devices=1)
+  config.regressor.init_heads_from_embedder = True
+  *_, m, step_fn = _run_steps(config, stage1, 3, return_step_fn=True)
+  assert bool(m["finite"])
+  assert step_fn.jitted._cache_size() == 1
 
 
 @pytest.mark.parametrize("parallel", ["jit", "pmap"])
