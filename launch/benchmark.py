@@ -3,9 +3,11 @@
   python -m launch.benchmark                      # every row, full sizes (a few minutes on a CPU)
   python -m launch.benchmark --quick              # fewer repeats, no 1e6 retrieval, tiny pipeline data
   python -m launch.benchmark --rows=rotation,retrieval --out=/tmp/bench.json
+  python -m launch.benchmark --rows=stage2,inference --backbone=resnet34
 
 Rows (see `disent_jax/bench/suite.py`, which holds everything but the flags): rotation, anchor_labels,
-stage1, pipeline, retrieval. PyTorch is optional (`pip install torch==2.13.0`): without it the PyTorch
+stage1, pipeline, retrieval, stage2, inference (and "feed" rows, pipeline vs Stage II step, when both
+pipeline and stage2 run). PyTorch is optional (`pip install torch==2.13.0`): without it the PyTorch
 rows say "torch not installed". Exits with status 1 when a row failed (its error is in the table).
 
 Like `launch.main`, the process re-executes itself once with glibc malloc tunables that keep freed memory
@@ -28,7 +30,8 @@ from disent_jax.bench import suite  # noqa: E402
 
 _ROWS = flags.DEFINE_list("rows", None, f"Rows to run (default: all): {', '.join(suite.ROWS)}.")
 _OUT = flags.DEFINE_string("out", "bench.json", "Where to write the JSON report.")
-_QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats, no 1e6 retrieval row, a tiny pipeline dataset.")
+_QUICK = flags.DEFINE_bool("quick", False, "Fewer repeats, no 1e6 retrieval row, a tiny pipeline dataset, "
+                           "ResNet-18 for the stage2 and inference rows.")
 _REPEATS = flags.DEFINE_integer("repeats", None, "Timed repeats per measurement (default 5, quick 3).",
                                 lower_bound=1)
 _CACHE_DIR = flags.DEFINE_string("cache_dir", suite.DEFAULT_CACHE,
@@ -40,6 +43,8 @@ _TORCH_THREADS = flags.DEFINE_integer("torch_threads", None, "PyTorch threads (d
                                       lower_bound=1)
 _RETRIEVAL_SIZES = flags.DEFINE_list("retrieval_sizes", None,
                                      "Retrieval database sizes (default 1e4,1e5,1e6; quick 1e4,1e5).")
+_BACKBONE = flags.DEFINE_string("backbone", None, "ResNet of the stage2 and inference rows (default "
+                                "resnet50, quick resnet18).")
 
 
 def main(argv):
@@ -51,6 +56,8 @@ def main(argv):
     overrides["repeats"] = _REPEATS.value
   if _RETRIEVAL_SIZES.value is not None:
     overrides["retrieval_sizes"] = tuple(int(float(x)) for x in _RETRIEVAL_SIZES.value)
+  if _BACKBONE.value is not None:
+    overrides["stage2_backbone"] = overrides["inference_backbone"] = _BACKBONE.value
   settings = (suite.quick_settings(**overrides) if _QUICK.value
               else suite.SuiteSettings(**overrides))
   try:

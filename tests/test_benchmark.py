@@ -1,4 +1,5 @@
-"""Fast tests of the benchmark suite (disent_jax/bench/suite.py): tiny sizes, the JSON layout, no torch.
+"""Fast tests of the benchmark suite (disent_jax/bench/suite.py): tiny sizes, the JSON layout, with and
+without torch.
 
 Timings themselves are not checked (they depend on the machine); what is checked is that every row runs,
 produces positive numbers where it measured something, and that the report is valid JSON with the keys
@@ -8,6 +9,7 @@ readers of bench.json rely on.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -22,7 +24,20 @@ def _tiny(tmp_path) -> suite.SuiteSettings:
       label_batch=64, stage1_batch=4, stage1_resolution=16, stage1_steps=1, pipeline_num_train=8,
       pipeline_render_size=64, pipeline_crop_size=32, pipeline_batch=4, pipeline_batches=2,
       pipeline_image_size=32, retrieval_sizes=(1000,), retrieval_dim=32, retrieval_queries=16,
-      retrieval_k=10, retrieval_max_seconds=5.0)
+      retrieval_k=10, retrieval_max_seconds=5.0, stage2_backbone="resnet_tiny", stage2_batch=2,
+      stage2_image_sizes=(32,), stage2_steps=1, inference_backbone="resnet_tiny",
+      inference_image_size=32, inference_batch=4, torch_threads=1)
+
+
+def _assert_measured(row: suite.Row) -> None:
+  """Positive finite figures and compile times; the ratio is ours vs the alternative, as the table says."""
+  assert not row.error, row.error
+  for value in (row.ours, row.ours_compile_s + 1.0):
+    assert value is not None and math.isfinite(value) and value > 0, row
+  if row.alternative is not None:
+    assert math.isfinite(row.alternative) and row.alternative > 0
+    expected = row.ours / row.alternative if row.higher_is_better else row.alternative / row.ours
+    assert row.ratio == pytest.approx(expected)
 
 
 def test_quick_subset_writes_a_valid_report(tmp_path):
@@ -68,6 +83,58 @@ def test_stage1_row_without_torch(tmp_path, monkeypatch):
   assert "not installed" in suite.format_table(report)
 
 
+def test_stage2_and_inference_rows(tmp_path):
+  pytest.importorskip("torch")
+  report = suite.run_suite(["stage2", "inference"], _tiny(tmp_path), log=None)
+  assert not report.errors, [r.error for r in report.errors]
+  assert [r.name for r in report.rows] == [
+      "stage2 train step b2 32px resnet_tiny", "inference b1 32px resnet_tiny",
+      "inference b4 32px resnet_tiny"]
+  for row in report.rows:
+    _assert_measured(row)
+    assert row.alternative is not None and "(equal)" in row.note, row.note
+  stage2, single, batch = report.rows
+  assert (stage2.unit, stage2.higher_is_better) == ("images/s", True)
+  assert stage2.extra["params"] == stage2.extra["torch_params"] > 0
+  assert (single.unit, single.higher_is_better) == ("ms/image", False)
+  assert (batch.unit, batch.higher_is_better) == ("images/s", True)
+  assert single.extra["params"]["model"] > single.extra["params"]["backbone"]
+  assert "stage2: ours = " in suite.format_table(report)
+  json.loads((suite.write_json(report, tmp_path / "bench.json")).read_text())
+
+
+def test_stage2_and_inference_rows_without_torch(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)
+  report = suite.run_suite(["stage2", "inference"], _tiny(tmp_path), log=None)
+  assert not report.errors, [r.error for r in report.errors]
+  assert len(report.rows) == 3
+  for row in report.rows:
+    _assert_measured(row)
+    assert row.alternative is None and row.ratio is None and row.alternative_compile_s is None
+    assert "torch not installed" in row.note and "params ours" in row.note
+
+
+def test_feed_rows_compare_pipeline_with_the_step():
+  def pipe(rate, augment, px=64):
+    return suite.Row(f"pipeline b8 {px}px", "examples/s", rate,
+                     extra={"augment": augment, "workers": 0, "batch": 8, "image_size": px})
+
+  def step(rate, px):
+    return suite.Row(f"stage2 {px}px", "images/s", rate,
+                     extra={"image_size": px, "batch": 32, "backbone": "resnet50"})
+
+  rows = suite.feed_rows([pipe(500.0, False), pipe(100.0, True)], [step(4.0, 224), step(25.0, 64)])
+  (row,) = rows  # the augmented pipeline row only, against the step at its own size
+  assert row.name == "feed pipeline b8 64px w0 vs stage2 step b32 64px"
+  assert (row.ours, row.alternative, row.ratio) == (100.0, 25.0, 4.0)
+  assert "keeps up" in row.note
+  # Another pipeline size: the smallest step size; a slow pipeline is called so.
+  (row,) = suite.feed_rows([pipe(10.0, True, px=32)], [step(4.0, 224), step(25.0, 64)])
+  assert row.alternative == 25.0 and "too slow" in row.note
+  assert suite.feed_rows([pipe(100.0, True)], []) == []
+  assert suite.feed_rows([], [step(25.0, 64)]) == []
+
+
 def test_a_failing_row_is_reported_not_raised(tmp_path, monkeypatch):
   def broken(settings):
     raise RuntimeError("boom")
@@ -79,13 +146,16 @@ def test_a_failing_row_is_reported_not_raised(tmp_path, monkeypatch):
 
 
 def test_row_registry():
-  assert list(suite.ROWS)[:5] == ["rotation", "anchor_labels", "stage1", "pipeline", "retrieval"]
+  assert list(suite.ROWS)[:7] == ["rotation", "anchor_labels", "stage1", "pipeline", "retrieval", "stage2",
+                                  "inference"]
   assert suite.check_row_names(["retrieval", "rotation"]) == ["rotation", "retrieval"]
   with pytest.raises(ConfigError, match="unknown benchmark rows"):
     suite.check_row_names(["nope"])
   with pytest.raises(ValueError, match="registered twice"):
     suite.register("rotation")(lambda s: [])
   assert suite.quick_settings().retrieval_sizes == (10_000, 100_000)
+  assert suite.SuiteSettings().stage2_image_sizes == (64, 224)
+  assert suite.SuiteSettings().stage2_backbone == suite.SuiteSettings().inference_backbone == "resnet50"
 
 
 def test_ratio_means_ours_is_better():

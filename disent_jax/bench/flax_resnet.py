@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -43,6 +44,57 @@ class _Classifier(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(features).astype(jnp.float32)
 
 
+def make_train_step(backbone: str, image_size: int, batch_size: int, num_classes: int = 1000,
+                    dtype: jnp.dtype = jnp.float32, **overrides) -> tuple[Callable[[], Any], int]:
+  """Builds our jitted training step of `backbone` (NHWC) on a fixed random batch, on the default device.
+
+  Args:
+    backbone: a `resnet.BACKBONES` name.
+    image_size: square input size in pixels.
+    batch_size: images per step.
+    num_classes: width of the linear head.
+    dtype: computation dtype.
+    **overrides: other `resnet.ResNet` attributes (e.g. conv_impl='lax'), to compare variants.
+
+  Returns:
+    (step, params): `step()` runs one optimizer step and waits for it (the first call compiles); params
+    is the backbone's parameter count.
+  """
+  model = _Classifier(backbone, num_classes, dtype, tuple(sorted(overrides.items())))
+  tx = optax.adam(1e-4)
+  images = jax.random.normal(jax.random.key(1), (batch_size, image_size, image_size, 3), jnp.float32)
+  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, num_classes)
+
+  @jax.jit
+  def init():
+    # An 'rbg' key: threefry's init program takes twice as long to compile, and the values do not matter.
+    variables = model.init(jax.random.key(0, impl="rbg"), images[:1], train=False)
+    return variables["params"], variables["batch_stats"], tx.init(variables["params"])
+
+  def loss_fn(params, batch_stats, images, labels):
+    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
+                                  mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates["batch_stats"]
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_step(state, images, labels):
+    params, batch_stats, opt_state = state
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, images, labels)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+  # The state is donated every step, so it lives in a holder the closure updates.
+  holder = {"state": init()}
+  params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(holder["state"][0]["backbone"]))
+
+  def step():
+    holder["state"], loss = train_step(holder["state"], images, labels)
+    jax.block_until_ready((holder["state"], loss))
+
+  return step, params
+
+
 def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
                     num_classes: int = 1000, dtype: jnp.dtype = jnp.float32, **overrides) -> dict:
   """Images per second of our jitted training step of `backbone` (NHWC) on the default device.
@@ -62,43 +114,17 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     process CPU seconds per step: on a shared machine less sensitive than wall time to others' load),
     params (backbone parameters), devices and the arguments.
   """
-  model = _Classifier(backbone, num_classes, dtype, tuple(sorted(overrides.items())))
-  tx = optax.adam(1e-4)
-  images = jax.random.normal(jax.random.key(1), (batch_size, image_size, image_size, 3), jnp.float32)
-  labels = jax.random.randint(jax.random.key(2), (batch_size,), 0, num_classes)
-
-  @jax.jit
-  def init():
-    variables = model.init(jax.random.key(0), images[:1], train=False)
-    return variables["params"], variables["batch_stats"], tx.init(variables["params"])
-
-  def loss_fn(params, batch_stats, images, labels):
-    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
-                                  mutable=["batch_stats"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates["batch_stats"]
-
-  @functools.partial(jax.jit, donate_argnums=0)
-  def train_step(state, images, labels):
-    params, batch_stats, opt_state = state
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, images, labels)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
-
-  state = init()
+  step, params = make_train_step(backbone, image_size, batch_size, num_classes, dtype, **overrides)
   start = time.perf_counter()
-  state, loss = train_step(state, images, labels)
-  jax.block_until_ready(loss)
+  step()
   first = time.perf_counter() - start
   times, cpu_times = [], []
   for _ in range(steps):
     start, cpu = time.perf_counter(), time.process_time()
-    state, loss = train_step(state, images, labels)
-    jax.block_until_ready((state, loss))
+    step()
     times.append(time.perf_counter() - start)
     cpu_times.append(time.process_time() - cpu)
   median = statistics.median(times)
-  params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state[0]["backbone"]))
   return {"framework": "flax", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
           **overrides, "devices": jax.device_count(), "params": params, "first_s": first,
           "compile_s": max(first - median, 0.0), "steps_s": times, "step_s": median, "min_s": min(times),

@@ -19,8 +19,8 @@ Design.
   * The JSON holds the date, the machine (CPU count, load average before and after, jax / jaxlib / numpy /
     scipy / torch versions, backend, device kind and count), the settings and every row.
 
-Rows now: rotation, anchor_labels, stage1, pipeline, retrieval. Stage II and inference rows go in the
-marked place near the end of this file.
+Rows now: rotation, anchor_labels, stage1, pipeline, retrieval, stage2, inference; when both pipeline and
+stage2 run, derived "feed" rows compare the pipeline's rate with the step's consumption (`feed_rows`).
 """
 
 from __future__ import annotations
@@ -101,6 +101,10 @@ class SuiteSettings:
       size), vector dimension, queries per call, neighbours.
     recall_target: the approximate search's target.
     retrieval_max_seconds: time budget of one size's timed repeats (at least 3 repeats).
+    stage2_backbone, stage2_batch, stage2_image_sizes, stage2_steps: the Stage II train step rows (one per
+      image size; steps per timed call).
+    inference_backbone, inference_image_size, inference_batch: the inference rows (batch 1, and this
+      batch).
   """
   repeats: int = 5
   cache_dir: str = DEFAULT_CACHE
@@ -127,14 +131,26 @@ class SuiteSettings:
   retrieval_k: int = 10
   recall_target: float = 0.95
   retrieval_max_seconds: float = 30.0
+  stage2_backbone: str = "resnet50"
+  stage2_batch: int = 32
+  stage2_image_sizes: tuple[int, ...] = (64, 224)
+  stage2_steps: int = 1
+  inference_backbone: str = "resnet50"
+  inference_image_size: int = 224
+  inference_batch: int = 32
 
 
 def quick_settings(**overrides) -> SuiteSettings:
-  """The --quick run: the same model sizes, fewer repeats, no 1e6 retrieval, a tiny pipeline dataset."""
+  """The --quick run: fewer repeats, no 1e6 retrieval, a tiny pipeline dataset, ResNet-18 for Stage II.
+
+  Stage I keeps its model size; the Stage II and inference rows use ResNet-18 (a ResNet-50 step at 224 px
+  takes 13-20 s on a 2-core CPU).
+  """
   settings = SuiteSettings(repeats=3, quick=True, stage1_steps=2, pipeline_num_train=16,
                            pipeline_render_size=64, pipeline_crop_size=32, pipeline_batch=8,
                            pipeline_batches=4, pipeline_image_size=32, retrieval_sizes=(10_000, 100_000),
-                           retrieval_max_seconds=10.0)
+                           retrieval_max_seconds=10.0, stage2_backbone="resnet18",
+                           inference_backbone="resnet18")
   return dataclasses.replace(settings, **overrides)
 
 
@@ -222,7 +238,7 @@ def stage1_rows(s: SuiteSettings) -> list[Row]:
 
 @register("pipeline")
 def pipeline_rows(s: SuiteSettings) -> list[Row]:
-  """Input pipeline examples/s (plain and augmented); no alternative until a train step consumes it."""
+  """Input pipeline examples/s (plain and augmented); `feed_rows` compares them with the Stage II step."""
   from disent_jax.bench import pipeline  # pylint: disable=import-outside-toplevel
   data_dir = s.pipeline_data_dir
   if data_dir is None:
@@ -240,7 +256,8 @@ def pipeline_rows(s: SuiteSettings) -> list[Row]:
       rows.append(Row(f"pipeline {kind} b{s.pipeline_batch} {s.pipeline_image_size}px w{workers}",
                       "examples/s", res["rate"], ours_label="input_pipeline.make_pipeline",
                       ours_compile_s=res["startup_s"], note="start-up in compile column",
-                      extra={"data_dir": str(data_dir), **res}))
+                      extra={"data_dir": str(data_dir), "augment": augment, "workers": workers,
+                             "batch": s.pipeline_batch, "image_size": s.pipeline_image_size, **res}))
   return rows
 
 
@@ -286,24 +303,121 @@ def retrieval_rows(s: SuiteSettings) -> list[Row]:
   return rows
 
 
-# ---------------------------------------------------------------------------------------------------------
-# >>> STAGE II AND INFERENCE ROWS GO HERE (to be added once the Stage II module exists). <<<
-#
-# Each is one registered function returning Rows, e.g.
-#
-#   @register("stage2")
-#   def stage2_rows(s: SuiteSettings) -> list[Row]:
-#     """ResNet train step at 64 and 224 px: ours vs PyTorch (samples/s); include parameter counts."""
-#     ...  # build ours and the torch reference; time_interleaved({'ours': ..., 'torch': ...}, s.repeats)
-#     return [Row(f"stage2 train step b{b} {px}px", "samples/s", ours, torch_or_None, ...) for px in ...]
-#
-#   @register("inference")
-#   def inference_rows(s: SuiteSettings) -> list[Row]:
-#     """Inference latency, 1 image and a batch of 32 (ms, higher_is_better=False)."""
-#
-# Add their sizes as SuiteSettings fields (and smaller ones in quick_settings / the tests), and use
-# TORCH_MISSING as the note when `torch_version()` is None.
-# ---------------------------------------------------------------------------------------------------------
+def _time_train_steps(backbone: str, px: int, b: int, n: int, repeats: int,
+                      threads: int) -> tuple[dict[str, Any], int, int | None]:
+  """Times ours and (when installed) PyTorch's ResNet train step, interleaved.
+
+  A function of its own so that both models' buffers are freed on return, before the next (larger) size.
+
+  Args:
+    backbone: a `resnet.BACKBONES` name.
+    px: square image side.
+    b: batch size.
+    n: steps per timed call.
+    repeats: timed repeats (interleaved; the median is reported).
+    threads: PyTorch's thread count.
+
+  Returns:
+    (name -> timing.Timing of `n` steps, our backbone's parameter count, PyTorch's or None).
+  """
+  from disent_jax.bench import flax_resnet  # pylint: disable=import-outside-toplevel
+  from disent_jax.bench import timing  # pylint: disable=import-outside-toplevel
+  from disent_jax.bench import torch_resnet  # pylint: disable=import-outside-toplevel
+  ours_step, params = flax_resnet.make_train_step(backbone, px, b)
+  runners = {"ours": lambda: [ours_step() for _ in range(n)]}
+  torch_params = None
+  if torch_version() is not None:
+    torch_step, torch_params = torch_resnet.make_train_step(backbone, px, b, threads)
+    runners["torch"] = lambda: [torch_step() for _ in range(n)]
+  return timing.time_interleaved(runners, repeats), params, torch_params
+
+
+@register("stage2")
+def stage2_rows(s: SuiteSettings) -> list[Row]:
+  """Stage II train step per image size: ours vs the same ResNet and step in PyTorch (images/s)."""
+  b, n, backbone = s.stage2_batch, s.stage2_steps, s.stage2_backbone
+  threads = s.torch_threads or os.cpu_count()
+  rows = []
+  for px in s.stage2_image_sizes:
+    t, params, torch_params = _time_train_steps(backbone, px, b, n, s.repeats, threads)
+    if torch_params is None:
+      note = f"params ours {params:,}; {TORCH_MISSING}"
+    else:
+      same = "equal" if params == torch_params else "MISMATCH"
+      note = f"params ours {params:,} / torch {torch_params:,} ({same})"
+    alt = t.get("torch")
+    rows.append(Row(f"stage2 train step b{b} {px}px {backbone}", "images/s", b * n / t["ours"].median_s,
+                    b * n / alt.median_s if alt else None,
+                    ours_label="jit(train step) of bench/flax_resnet.py (ResNet + linear head, Adam)",
+                    alternative_label=f"PyTorch {threads} threads (disent_jax/bench/torch_resnet.py)",
+                    ours_compile_s=t["ours"].compile_s, alternative_compile_s=alt.compile_s if alt else None,
+                    note=note, extra={"backbone": backbone, "image_size": px, "batch": b,
+                                      "steps_per_call": n, "params": params, "torch_params": torch_params,
+                                      "timings": t}))
+  return rows
+
+
+@register("inference")
+def inference_rows(s: SuiteSettings) -> list[Row]:
+  """Full Stage II prediction: 1 image (ms/image) and a batch (images/s), ours vs the PyTorch backbone."""
+  from disent_jax.bench import inference as bench_inference  # pylint: disable=import-outside-toplevel
+  from disent_jax.bench import timing  # pylint: disable=import-outside-toplevel
+  backbone, px = s.inference_backbone, s.inference_image_size
+  threads = s.torch_threads or os.cpu_count()
+  batches = (1, s.inference_batch)
+  ours, params = bench_inference.make_ours_predict(backbone, px, batches)
+  alt_runs = bench_inference.make_torch_predict(backbone, px, batches, threads)
+  if alt_runs is None:
+    note = f"backbone params ours {params['backbone']:,}; {TORCH_MISSING}"
+  else:
+    same = "equal" if params["backbone"] == alt_runs[1] else "MISMATCH"
+    note = f"backbone params ours {params['backbone']:,} / torch {alt_runs[1]:,} ({same})"
+  note += f"; ours adds heads + decoding ({params['model']:,} params in all)"
+  rows = []
+  for b in batches:
+    runners = {"ours": ours[b]} if alt_runs is None else {"ours": ours[b], "torch": alt_runs[0][b]}
+    t = timing.time_interleaved(runners, s.repeats)
+    alt = t.get("torch")
+    if b == 1:  # a latency
+      unit, ours_v, alt_v = "ms/image", t["ours"].median_s * 1e3, alt.median_s * 1e3 if alt else None
+    else:  # a throughput
+      unit, ours_v, alt_v = "images/s", b / t["ours"].median_s, b / alt.median_s if alt else None
+    rows.append(Row(f"inference b{b} {px}px {backbone}", unit, ours_v, alt_v, higher_is_better=b > 1,
+                    ours_label="inference.Method.predict_normalized (the Predictor's jitted path)",
+                    alternative_label=f"PyTorch {threads} threads, backbone eval forward, inference_mode",
+                    ours_compile_s=t["ours"].compile_s, alternative_compile_s=alt.compile_s if alt else None,
+                    note=note, extra={"backbone": backbone, "image_size": px, "batch": b, "params": params,
+                                      "timings": t}))
+  return rows
+
+
+def feed_rows(pipeline: list[Row], stage2: list[Row]) -> list[Row]:
+  """Does the input pipeline keep up with the Stage II step? Derived from rows already measured.
+
+  Args:
+    pipeline: the "pipeline" rows (their augmented rows are compared: training reads augmented crops).
+    stage2: the "stage2" rows; each pipeline row is compared with the step at its image size, or else at
+      the smallest measured size (the CPU recipe's 64 px).
+
+  Returns:
+    One row per augmented pipeline row: ours = pipeline examples/s, alternative = the step's images/s,
+    so ratio > 1 means the pipeline produces faster than the step consumes. Empty when either is missing.
+  """
+  steps = sorted((r for r in stage2 if r.ours and not r.error), key=lambda r: r.extra["image_size"])
+  rows = []
+  for p in pipeline:
+    if not steps or not p.ours or p.error or not p.extra.get("augment"):
+      continue
+    px = p.extra["image_size"]
+    step = next((r for r in steps if r.extra["image_size"] == px), steps[0])
+    ratio = p.ours / step.ours
+    verdict = "keeps up" if ratio >= 1 else "too slow: the step would wait for data"
+    rows.append(Row(f"feed pipeline b{p.extra['batch']} {px}px w{p.extra['workers']} vs "
+                    f"stage2 step b{step.extra['batch']} {step.extra['image_size']}px", "examples/s",
+                    p.ours, step.ours, ours_label="input_pipeline.make_pipeline, augmented",
+                    alternative_label=f"our Stage II train step's consumption ({step.extra['backbone']})",
+                    note=f"pipeline {verdict} ({ratio:.2f}x); no timing of its own: from the rows above"))
+  return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,6 +491,7 @@ def run_suite(names: list[str] | None = None, settings: SuiteSettings | None = N
   date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   machine = machine_facts()
   rows: list[Row] = []
+  by_name: dict[str, list[Row]] = {}
   for name in names:
     if log:
       log(f"[benchmark] {name} ...")
@@ -390,6 +505,9 @@ def run_suite(names: list[str] | None = None, settings: SuiteSettings | None = N
     if log:
       log(f"[benchmark] {name} done in {(datetime.datetime.now() - start).total_seconds():.1f} s")
     rows.extend(new)
+    by_name[name] = new
+  # Whether the pipeline keeps up with the Stage II step needs both rows: derived here, not measured again.
+  rows.extend(feed_rows(by_name.get("pipeline", []), by_name.get("stage2", [])))
   machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
   return Report(date, machine, dataclasses.asdict(settings), rows)
 

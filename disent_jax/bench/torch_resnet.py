@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,28 +109,22 @@ def numpy_state_dict(model) -> dict[str, np.ndarray]:
   return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
-                    threads: int | None = None, num_classes: int = 1000) -> dict:
-  """Images per second of a PyTorch training step of `backbone` (float32, NCHW, eager).
+def make_train_step(backbone: str, image_size: int, batch_size: int, threads: int | None = None,
+                    num_classes: int = 1000) -> tuple[Callable[[], Any], int]:
+  """Builds a PyTorch training step of `backbone` (float32, NCHW, eager) on a fixed random batch.
 
-  The step: forward in train mode, a linear classifier + cross-entropy on random labels, backward, Adam.
-  Mirrors `disent_jax.bench.flax_resnet.time_train_step`. On a machine shared with other work, PyTorch's
-  OpenMP threads degrade badly: with 2 threads on our loaded 2-core machine a step took 11 s against 1.3 s
-  with 1 thread (and 0.8 s with 2 threads when it was quiet), so compare at threads=1 there.
+  The step: forward in train mode, a linear classifier + cross-entropy on random labels, backward, Adam;
+  what `disent_jax.bench.flax_resnet.make_train_step` builds for ours.
 
   Args:
     backbone: a `resnet.BACKBONES` name.
     image_size: square input size in pixels.
     batch_size: images per step.
-    steps: timed steps (after one untimed warm-up step).
     threads: torch intra-op threads (None: torch's default).
     num_classes: width of the linear head.
 
   Returns:
-    dict with images_per_s (from the median step), step_s (median), min_s (fastest step), first_s (the
-    warm-up step), steps_s (all timed steps), cpu_s (median process CPU seconds per step: on a shared
-    machine less sensitive than wall time to others' load), params (backbone parameters), threads and the
-    arguments.
+    (step, params): `step()` runs one optimizer step; params is the backbone's parameter count.
   """
   import torch  # pylint: disable=import-outside-toplevel
   import torch.nn.functional as F
@@ -149,6 +144,35 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     opt.step()
     return float(loss.detach())
 
+  return step, param_count(model)
+
+
+def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
+                    threads: int | None = None, num_classes: int = 1000) -> dict:
+  """Images per second of a PyTorch training step of `backbone` (float32, NCHW, eager).
+
+  The step is `make_train_step`'s. Mirrors `disent_jax.bench.flax_resnet.time_train_step`. On a machine
+  shared with other work, PyTorch's OpenMP threads degrade badly: with 2 threads on our loaded 2-core
+  machine a step took 11 s against 1.3 s with 1 thread (and 0.8 s with 2 threads when it was quiet), so
+  compare at threads=1 there.
+
+  Args:
+    backbone: a `resnet.BACKBONES` name.
+    image_size: square input size in pixels.
+    batch_size: images per step.
+    steps: timed steps (after one untimed warm-up step).
+    threads: torch intra-op threads (None: torch's default).
+    num_classes: width of the linear head.
+
+  Returns:
+    dict with images_per_s (from the median step), step_s (median), min_s (fastest step), first_s (the
+    warm-up step), steps_s (all timed steps), cpu_s (median process CPU seconds per step: on a shared
+    machine less sensitive than wall time to others' load), params (backbone parameters), threads and the
+    arguments.
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+
+  step, params = make_train_step(backbone, image_size, batch_size, threads, num_classes)
   start = time.perf_counter()
   step()
   first = time.perf_counter() - start
@@ -160,6 +184,6 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     cpu_times.append(time.process_time() - cpu)
   median = statistics.median(times)
   return {"framework": "torch", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
-          "threads": torch.get_num_threads(), "params": param_count(model), "first_s": first,
+          "threads": torch.get_num_threads(), "params": params, "first_s": first,
           "steps_s": times, "step_s": median, "min_s": min(times), "cpu_s": statistics.median(cpu_times),
           "images_per_s": batch_size / median}
