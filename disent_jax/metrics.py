@@ -32,6 +32,37 @@ def rotation_errors_deg(r_pred: np.ndarray, r_gt: np.ndarray) -> np.ndarray:
   return np.degrees(np.arctan2(0.5 * np.linalg.norm(vee, axis=-1), cos))
 
 
+def symmetric_rotation_errors_deg(r_pred: np.ndarray, r_gt: np.ndarray, groups: Sequence[np.ndarray],
+                                  group_index: np.ndarray) -> np.ndarray:
+  """Per-instance geodesic errors forgiving the model's rotational symmetry: min_S d(R_pred, R_gt S).
+
+  A bottle turned about its axis, or a table turned half way round, is the same object in the same place:
+  its rotation is only defined up to the rotations S (object frame) that map the model onto itself.
+
+  Args:
+    r_pred, r_gt: (N, 3, 3) object -> camera rotations.
+    groups: symmetry groups, each (K_g, 3, 3) rotation matrices (the identity included), e.g.
+      `cad.zoo.symmetry_rotations`.
+    group_index: (N,) int, the group of each instance.
+
+  Returns:
+    (N,) errors in degrees, never larger than `rotation_errors_deg(r_pred, r_gt)` when every group holds the
+    identity.
+  """
+  r_pred, r_gt = np.asarray(r_pred, np.float64), np.asarray(r_gt, np.float64)
+  group_index = np.asarray(group_index)
+  out = np.full(len(r_gt), np.inf)
+  for g, rotations in enumerate(groups):
+    rows = np.flatnonzero(group_index == g)
+    if rows.size == 0:
+      continue
+    for s in np.asarray(rotations, np.float64):
+      out[rows] = np.minimum(out[rows], rotation_errors_deg(r_pred[rows], r_gt[rows] @ s))
+  if np.isinf(out).any():
+    raise ValueError(f"group_index holds values outside [0, {len(groups)})")
+  return out
+
+
 def _pose_summary(errors: np.ndarray) -> dict:
   if errors.size == 0:
     return {"mederr_deg": math.nan, "acc_pi_6": math.nan, "n": 0}

@@ -66,6 +66,10 @@ def test_train_resume_and_evaluate(tmp_path, shared_dirs):
     assert key in saved
   cats = saved["rotation"]["per_category"]
   assert all({"mederr_deg", "acc_pi_6"} <= set(v) for v in cats.values())
+  # Forgiving the models' rotational symmetries can only lower the errors (the identity is in every group).
+  sym = saved["rotation_up_to_symmetry"]["per_category"]
+  assert set(sym) == set(cats)
+  assert all(sym[c]["mederr_deg"] <= cats[c]["mederr_deg"] + 1e-9 for c in cats)
   md = open(os.path.join(workdir, "results.md")).read()
   assert "Table 1" in md and "Table 2" in md and "Table 4" in md
 
