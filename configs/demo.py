@@ -1,4 +1,4 @@
-"""README's demo: the whole method on the built-in procedural zoo, on a 2-core CPU in about 20 minutes.
+"""README's demo: the whole method on the built-in procedural zoo, on a 2-core CPU in under 20 minutes.
 
   python -m launch.main --config=configs/demo.py --workdir=runs/demo
 
@@ -14,4 +14,9 @@ def get_config():
   config = regressor_cpu.get_config()
   config.stage = "all"
   config.images.render_workers = 2  # rendering is the one embarrassingly parallel step
+  # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a quiet 2-core CPU
+  # (measured: Stage I ~1,000 samples/s, Stage II ~155 images/s at 48 px). The full recipes (10,000 and
+  # 5,000 steps) reach retrieval 0.447 and Acc_pi/6 0.491 on the test split in ~24 minutes (README).
+  config.train.num_steps = 8_000
+  config.regressor_train.num_steps = 3_500
   return config
