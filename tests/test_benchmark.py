@@ -162,3 +162,20 @@ def test_ratio_means_ours_is_better():
   assert suite.Row("a", "ms", 2.0, 6.0, higher_is_better=False).ratio == 3.0
   assert suite.Row("b", "volumes/s", 6.0, 2.0).ratio == 3.0
   assert suite.Row("c", "ms", 1.0, None).ratio is None
+
+
+def test_time_steps_counts_the_first_call_apart():
+  """The first call (compile) is timed on its own; the median is of the `steps` later calls."""
+  import time
+  from disent_jax.bench import timing
+  calls = []
+
+  def step():
+    time.sleep(0.05 if not calls else 0.01)
+    calls.append(1)
+
+  t = timing.time_steps(step, 4)
+  assert len(calls) == 5 and len(t["steps_s"]) == 4
+  assert t["first_s"] >= 0.05 and 0.01 <= t["step_s"] < 0.05
+  assert t["compile_s"] == pytest.approx(t["first_s"] - t["step_s"])
+  assert t["min_s"] <= t["step_s"] and t["cpu_s"] >= 0

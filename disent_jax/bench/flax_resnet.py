@@ -18,8 +18,6 @@ benchmarks with them set.
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -28,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from disent_jax.bench import timing
 from disent_jax.models import resnet
 
 
@@ -115,17 +114,7 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
     params (backbone parameters), devices and the arguments.
   """
   step, params = make_train_step(backbone, image_size, batch_size, num_classes, dtype, **overrides)
-  start = time.perf_counter()
-  step()
-  first = time.perf_counter() - start
-  times, cpu_times = [], []
-  for _ in range(steps):
-    start, cpu = time.perf_counter(), time.process_time()
-    step()
-    times.append(time.perf_counter() - start)
-    cpu_times.append(time.process_time() - cpu)
-  median = statistics.median(times)
+  t = timing.time_steps(step, steps)
   return {"framework": "flax", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
-          **overrides, "devices": jax.device_count(), "params": params, "first_s": first,
-          "compile_s": max(first - median, 0.0), "steps_s": times, "step_s": median, "min_s": min(times),
-          "cpu_s": statistics.median(cpu_times), "images_per_s": batch_size / median}
+          **overrides, "devices": jax.device_count(), "params": params, **t,
+          "images_per_s": batch_size / t["step_s"]}

@@ -75,3 +75,29 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, *,
 def time_one(fn: Callable[[], Any], repeats: int, **kwargs) -> Timing:
   """`time_interleaved` of a single callable."""
   return time_interleaved({"fn": fn}, repeats, **kwargs)["fn"]
+
+
+def time_steps(step: Callable[[], Any], steps: int) -> dict[str, Any]:
+  """Times `step` once (compile + first call), then `steps` more times, wall and process CPU time.
+
+  Args:
+    step: a callable that returns when its work is done (blocks on device results).
+    steps: timed calls after the first.
+
+  Returns:
+    dict with first_s (compile + first call), steps_s (every timed call), step_s (median), min_s, cpu_s
+    (median process CPU seconds per call: on a shared machine less sensitive than wall time to others'
+    load) and compile_s (first_s - step_s, at least 0).
+  """
+  start = time.perf_counter()
+  step()
+  first = time.perf_counter() - start
+  times, cpu_times = [], []
+  for _ in range(steps):
+    start, cpu = time.perf_counter(), time.process_time()
+    step()
+    times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu)
+  median = statistics.median(times)
+  return {"first_s": first, "steps_s": times, "step_s": median, "min_s": min(times),
+          "cpu_s": statistics.median(cpu_times), "compile_s": max(first - median, 0.0)}

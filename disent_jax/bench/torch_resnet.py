@@ -10,12 +10,11 @@ lazily: it is an optional benchmark extra.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any, Callable
 
 import numpy as np
 
+from disent_jax.bench import timing
 from disent_jax.models import resnet
 
 
@@ -173,17 +172,7 @@ def time_train_step(backbone: str, image_size: int, batch_size: int, steps: int,
   import torch  # pylint: disable=import-outside-toplevel
 
   step, params = make_train_step(backbone, image_size, batch_size, threads, num_classes)
-  start = time.perf_counter()
-  step()
-  first = time.perf_counter() - start
-  times, cpu_times = [], []
-  for _ in range(steps):
-    start, cpu = time.perf_counter(), time.process_time()
-    step()
-    times.append(time.perf_counter() - start)
-    cpu_times.append(time.process_time() - cpu)
-  median = statistics.median(times)
+  t = timing.time_steps(step, steps)
   return {"framework": "torch", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
-          "threads": torch.get_num_threads(), "params": params, "first_s": first,
-          "steps_s": times, "step_s": median, "min_s": min(times), "cpu_s": statistics.median(cpu_times),
-          "images_per_s": batch_size / median}
+          "threads": torch.get_num_threads(), "params": params, **t,
+          "images_per_s": batch_size / t["step_s"]}
