@@ -159,10 +159,12 @@ def test_evaluate_end_to_end(predictor, shared_data, tmp_path):
   assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["results.json", "results.md"]  # no temps
 
 
-def test_launch_eval_viewpoints(tmp_path_factory, shared_data, tmp_path, capsys):
-  from absl import flags
-  from absl import logging as absl_logging
-  from launch import eval_viewpoints as cli
+def test_launch_eval_viewpoints(tmp_path_factory, shared_data, tmp_path):
+  """The command line as a user runs it (a child process: launch modules each define --workdir)."""
+  import os
+  import pathlib
+  import subprocess
+  import sys
   # A 2-image labels file beside copies of two real images keeps the restore + predict short.
   root = shared_data / SAMPLES
   rows = [r for r in _csv_rows(root / "labels.csv") if r["kind"] == REAL][:2]
@@ -174,19 +176,18 @@ def test_launch_eval_viewpoints(tmp_path_factory, shared_data, tmp_path, capsys)
     writer.writeheader()
     writer.writerows(rows)
   workdir = trained_tiny_workdir(tmp_path_factory)
-  verbosity = absl_logging.get_verbosity()
-  try:
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["eval_viewpoints", f"--workdir={workdir}", f"--labels={tmp_path / 'labels.csv'}",
-                 f"--kinds={REAL}", f"--out={tmp_path / 'out'}", "--top_k=2"])
-    cli.main(["eval_viewpoints"])
-    assert "| real_pascal3d_imagenet_val | ours | 2 |" in capsys.readouterr().out
-    assert len(json.load(open(tmp_path / "out" / "results.json"))["rows"]) == 2
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["eval_viewpoints", f"--workdir={workdir}", f"--labels={tmp_path / 'labels.csv'}",
-                 "--kinds=nope"])
-    with pytest.raises(SystemExit, match="^error: unknown kind"):
-      cli.main(["eval_viewpoints"])
-  finally:
-    flags.FLAGS.unparse_flags()
-    absl_logging.set_verbosity(verbosity)
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(repo), XLA_FLAGS="")
+
+  def cli(*args):
+    return subprocess.run([sys.executable, "-m", "launch.eval_viewpoints", f"--workdir={workdir}",
+                           f"--labels={tmp_path / 'labels.csv'}", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+  ok = cli(f"--kinds={REAL}", f"--out={tmp_path / 'out'}", "--top_k=2")
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert "| real_pascal3d_imagenet_val | ours | 2 |" in ok.stdout
+  assert len(json.load(open(tmp_path / "out" / "results.json"))["rows"]) == 2
+  bad = cli("--kinds=nope")
+  assert bad.returncode == 1
+  assert "error: unknown kind" in bad.stderr and "Traceback" not in bad.stderr
