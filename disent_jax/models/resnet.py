@@ -167,7 +167,14 @@ class BatchNorm(nn.Module):
 
 
 class _Blocks(nn.Module):
-  """Shared helpers of the two block types: conv and BN factories with the ResNet's settings."""
+  """The two block types' shared settings, and conv and BN factories that apply them."""
+  features: int
+  stride: int = 1
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  zero_init_residual: bool = False
+  conv_impl: str = "auto"
+  dtype: jnp.dtype = jnp.float32
 
   def _conv(self, features: int, kernel: int, stride: int, name: str) -> Conv:
     return Conv(features, kernel, stride, impl=self.conv_impl, dtype=self.dtype, name=name)
@@ -186,13 +193,6 @@ class _Blocks(nn.Module):
 
 class BasicBlock(_Blocks):
   """3x3 conv -> BN -> ReLU -> 3x3 conv -> BN, plus the shortcut, -> ReLU (ResNet-18/34)."""
-  features: int
-  stride: int = 1
-  bn_axis_name: str | None = None
-  bn_momentum: float = 0.9
-  zero_init_residual: bool = False
-  conv_impl: str = "auto"
-  dtype: jnp.dtype = jnp.float32
   expansion = 1
 
   @nn.compact
@@ -204,13 +204,6 @@ class BasicBlock(_Blocks):
 
 class BottleneckBlock(_Blocks):
   """1x1 conv -> BN -> ReLU -> 3x3 conv (strided, v1.5) -> BN -> ReLU -> 1x1 conv (x4) -> BN, + shortcut."""
-  features: int
-  stride: int = 1
-  bn_axis_name: str | None = None
-  bn_momentum: float = 0.9
-  zero_init_residual: bool = False
-  conv_impl: str = "auto"
-  dtype: jnp.dtype = jnp.float32
   expansion = 4
 
   @nn.compact
