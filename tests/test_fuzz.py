@@ -73,6 +73,15 @@ class _Hang(BaseException):
   """Raised by the alarm; a BaseException so that the parsers' `except Exception` cannot swallow it."""
 
 
+def _flip_byte(path: pathlib.Path, flip: tuple[int, int] | None) -> None:
+  """XORs the byte at position flip[0] (modulo the file size) with flip[1]; None leaves the file as it is."""
+  if flip is None:
+    return
+  data = bytearray(path.read_bytes())
+  data[flip[0] % len(data)] ^= flip[1]
+  path.write_bytes(bytes(data))
+
+
 @contextlib.contextmanager
 def _time_limit(seconds: float):
   """Fails the example if the body runs longer than `seconds` (wall clock, SIGALRM; main thread only)."""
@@ -354,10 +363,7 @@ def test_cad_mat_structs_load_or_raise_mesh_error(work, models, var_named_after_
   path = work / "chair.mat"
   scipy.io.savemat(path, {"chair" if var_named_after_file else "models": struct, "other": np.arange(3)},
                    do_compression=compress)
-  if flip is not None:
-    data = bytearray(path.read_bytes())
-    data[flip[0] % len(data)] ^= flip[1]
-    path.write_bytes(bytes(data))
+  _flip_byte(path, flip)
   try:
     with _time_limit(20):
       entries = mesh_io.read_pascal3d_cad_mat(path)
@@ -556,10 +562,7 @@ def test_mutated_annotations_parse_or_raise_annotation_error(work, n_objects, mu
   path.parent.mkdir(parents=True, exist_ok=True)
   record = _build_record(n_objects, mutations, targets)
   scipy.io.savemat(str(path), {"record": record}, do_compression=compress)
-  if flip is not None:
-    data = bytearray(path.read_bytes())
-    data[flip[0] % len(data)] ^= flip[1]
-    path.write_bytes(bytes(data))
+  _flip_byte(path, flip)
   try:
     with _time_limit(20):
       rec = ann.read_annotation(path)
