@@ -32,6 +32,12 @@ def make_resnet(backbone: str, threads: int | None = None):
   def conv(cin, cout, k, stride=1):
     return nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
 
+  def shortcut(cin, cout, stride):
+    """torchvision's `downsample` (1x1 conv + BN) where the shape changes, else None (identity)."""
+    if stride == 1 and cin == cout:
+      return None
+    return nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+
   class Basic(nn.Module):
     expansion = 1
 
@@ -40,8 +46,7 @@ def make_resnet(backbone: str, threads: int | None = None):
       self.conv1, self.bn1 = conv(cin, width, 3, stride), nn.BatchNorm2d(width)
       self.conv2, self.bn2 = conv(width, width, 3), nn.BatchNorm2d(width)
       self.relu = nn.ReLU(inplace=True)
-      self.downsample = (nn.Sequential(conv(cin, width, 1, stride), nn.BatchNorm2d(width))
-                         if stride != 1 or cin != width else None)
+      self.downsample = shortcut(cin, width, stride)
 
     def forward(self, x):
       y = self.relu(self.bn1(self.conv1(x)))
@@ -58,8 +63,7 @@ def make_resnet(backbone: str, threads: int | None = None):
       self.conv2, self.bn2 = conv(width, width, 3, stride), nn.BatchNorm2d(width)  # v1.5: stride here
       self.conv3, self.bn3 = conv(width, out, 1), nn.BatchNorm2d(out)
       self.relu = nn.ReLU(inplace=True)
-      self.downsample = (nn.Sequential(conv(cin, out, 1, stride), nn.BatchNorm2d(out))
-                         if stride != 1 or cin != out else None)
+      self.downsample = shortcut(cin, out, stride)
 
     def forward(self, x):
       y = self.relu(self.bn1(self.conv1(x)))
