@@ -40,6 +40,7 @@ from disent_jax import inference
 from disent_jax import input_pipeline
 from disent_jax import metrics
 from disent_jax import train_regressor
+from disent_jax.cad import voxels
 from disent_jax.cad import zoo
 
 
@@ -226,13 +227,6 @@ def summary_line(results: dict) -> str:
   return s
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def json_ready(results: dict) -> dict:
   """The results without the host-side extras (keys starting with '_')."""
   return {k: v for k, v in results.items() if not k.startswith("_")}
@@ -247,13 +241,14 @@ def write_report(results: dict, workdir: str, config: ml_collections.ConfigDict 
   """
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
-  _atomic_write(os.path.join(out_dir, "results.json"), json.dumps(json_ready(results), indent=1))
+  voxels.write_atomic(os.path.join(out_dir, "results.json"),
+                      json.dumps(json_ready(results), indent=1).encode())
   md = tables_markdown(results)
   figures = _write_figures(results, out_dir, config)
   if figures:
     md += "\n## Figures\n\n" + "\n".join(f"![{name}]({name})" for name in figures) + "\n"
   path = os.path.join(out_dir, "results.md")
-  _atomic_write(path, md)
+  voxels.write_atomic(path, md.encode())
   logging.info("evaluation: %s; report %s", summary_line(results), path)
   return path
 
