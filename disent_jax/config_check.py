@@ -150,6 +150,7 @@ RULES: dict[str, Rule] = {
     "model.embedding_activation": _one_of(*EMBEDDING_ACTIVATIONS),
     "model.head_hidden": _int_at_least(0),
     "model.conv_impl": _one_of(*CONV_IMPLS),
+    "model.input_pool": _int_at_least(1),
     "model.dtype": _one_of(*DTYPES),
     "anchors.n": _int_between(1, 12),
     "loss.shape": _one_of(*SHAPE_LOSSES),
@@ -390,10 +391,20 @@ def _cross_checks(valid: dict[str, Any], stage: str) -> list[str]:
     problems.append(f"translation.upper={tuple(upper)!r}: not above translation.lower={tuple(lower)!r} on "
                     "every axis; allowed: upper[i] > lower[i] (geometry.TranslationGrid)")
   resolution, impl = valid.get("data.resolution"), valid.get("model.conv_impl")
-  if impl == "s2d" and resolution is not None and resolution % 2:
-    problems.append(f"model.conv_impl='s2d' with data.resolution={resolution}: the space-to-depth "
-                    "convolution needs an even resolution; allowed: an even data.resolution, or conv_impl "
-                    "'auto' (which falls back by itself)")
+  pool = valid.get("model.input_pool", 1)
+  pool = pool if isinstance(pool, int) and pool >= 1 else 1  # out of range: reported by its own rule
+  if resolution is not None and resolution % pool:
+    problems.append(f"model.input_pool={pool} with data.resolution={resolution}: the pooled input needs a "
+                    f"resolution divisible by the factor; allowed: a data.resolution that is a multiple of "
+                    f"{pool}, or input_pool 1")
+  elif resolution is not None and resolution // pool < min_resolution():
+    problems.append(f"model.input_pool={pool} with data.resolution={resolution}: the network would see "
+                    f"{resolution // pool}^3 voxels; allowed: data.resolution / input_pool >= "
+                    f"{min_resolution()}")
+  elif impl == "s2d" and resolution is not None and (resolution // pool) % 2:
+    problems.append(f"model.conv_impl='s2d' with data.resolution={resolution} and input_pool={pool}: the "
+                    "space-to-depth convolution needs an even (pooled) resolution; allowed: an even "
+                    "data.resolution / input_pool, or conv_impl 'auto' (which falls back by itself)")
   split = valid.get("evaluation.split")
   if valid.get("images.source") == "synthetic" and split is not None and split not in SYNTHETIC_SPLITS:
     problems.append(f"evaluation.split={split!r}: the synthetic dataset has no such split; allowed: one of "

@@ -57,7 +57,8 @@ def create_model(config: ml_collections.ConfigDict, num_models: int, num_anchors
       num_models=num_models, num_anchors=num_anchors, shape_dim=m.shape_dim, pose_dim=m.pose_dim,
       conv_features=tuple(m.conv_features), disentangle=m.disentangle, norm=m.norm,
       embedding_activation=m.embedding_activation, head_hidden=m.head_hidden,
-      bn_axis_name=bn_axis_name, conv_impl=m.conv_impl, dtype=jnp.dtype(m.dtype))
+      bn_axis_name=bn_axis_name, conv_impl=m.conv_impl, input_pool=m.input_pool,
+      dtype=jnp.dtype(m.dtype))
 
 
 def learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:

@@ -235,6 +235,22 @@ def test_s2d_needs_an_even_resolution():
   config_check.validate(config, stage="all")
 
 
+def test_input_pool_must_divide_the_resolution_and_leave_enough_voxels():
+  config = default.get_config()
+  config.data.resolution = 30
+  config.model.input_pool = 4
+  assert "model.input_pool=4 with data.resolution=30" in _problems(config)
+  config.data.resolution = 32  # 8^3 left: below the embedder's minimum of 11
+  assert "the network would see 8^3 voxels" in _problems(config)
+  config.model.input_pool = 0
+  msg = _problems(config)
+  assert "model.input_pool=0: out of range" in msg and "1 problem" in msg
+  config.model.input_pool = 2
+  config_check.validate(config, stage="all")
+  config.data.resolution, config.model.input_pool, config.model.conv_impl = 66, 2, "s2d"  # 33^3: odd
+  assert "model.conv_impl='s2d' with data.resolution=66 and input_pool=2" in _problems(config)
+
+
 def test_translation_range_must_be_increasing():
   config = default.get_config()
   config.translation.upper = (1.5, -0.5, 2.75)
