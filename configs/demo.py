@@ -15,8 +15,9 @@ def get_config():
   config.stage = "all"
   config.images.render_workers = 2  # rendering is the one embarrassingly parallel step
   # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a quiet 2-core CPU
-  # (measured: Stage I ~1,000 samples/s, Stage II ~155 images/s at 48 px). The full recipes (10,000 and
-  # 5,000 steps) reach retrieval 0.447 and Acc_pi/6 0.491 on the test split in ~24 minutes (README).
+  # (measured: Stage I ~1,000 samples/s, Stage II ~155 images/s at 48 px). The full recipes (Stage I 20,000
+  # steps at 32^3 with the box filter, Stage II 5,000 steps) reach retrieval 0.449 and Acc_pi/6 0.497 on the
+  # test split in ~33 minutes of a quiet machine (README).
   config.train.num_steps = 8_000
   # Stage I on 16^3 voxels directly instead of embedder_cpu's 32^3 + 2x box filter: ~1.5x faster per step
   # (1,015 vs ~670 samples/s: the 32^3 rotation), and Stage II's on-device targets skip it too. What it

@@ -1,10 +1,11 @@
 """Stage I: the VoxNet-like 3D conv embedder (paper 3.2) and its disentangled shape/pose heads.
 
 Architecture (VoxNet [28]: two 3D convolutions and one fully connected layer):
-  (B, R, R, R, 1) occupancy -> [average-pool by `input_pool`] -> Conv3D(c1, 5^3, stride 2, VALID) -> norm -> leaky ReLU
-  -> Conv3D(c2, 3^3, stride 1, VALID) -> norm -> leaky ReLU -> max-pool 2 -> flatten
+  (B, R, R, R, 1) occupancy -> [box filter by `input_pool`] -> Conv3D(c1, 5^3, stride 2, VALID) -> norm
+  -> leaky ReLU -> Conv3D(c2, 3^3, stride 1, VALID) -> norm -> leaky ReLU -> max-pool 2 -> flatten
   -> Dense(shape_dim + pose_dim) = the embedding, split into a shape vector and a pose vector.
-At R = 32 the feature maps are 14^3 and 12^3, pooled to 6^3 (6912 features for c2 = 32).
+At R = 32 the feature maps are 14^3 and 12^3, pooled to 6^3 (6912 features for c2 = 32); with input_pool 2
+they are 6^3 and 4^3, pooled to 2^3.
 
 Input pooling (`input_pool` = f > 1, not in the paper): the volume is box-filtered to (R/f)^3 before
 the first convolution, so the network costs what an (R/f)^3 network costs while its input still comes from
