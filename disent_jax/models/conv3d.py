@@ -30,6 +30,16 @@ def conv_lax(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   return lax.conv_general_dilated(x, w, (stride,) * 3, "VALID", dimension_numbers=_DN)
 
 
+def space_to_depth(x: jax.Array, f: int) -> jax.Array:
+  """(B, D, H, W, C) -> (B, D/f, H/f, W/f, f^3 C): each f^3 block becomes channels, ordered (d, h, w, c).
+
+  The sizes must divide by f (callers check, with their own message).
+  """
+  b, d, h, wd, c = x.shape
+  x = x.reshape(b, d // f, f, h // f, f, wd // f, f, c)
+  return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, d // f, h // f, wd // f, f ** 3 * c)
+
+
 def conv_s2d(x: jax.Array, w: jax.Array) -> jax.Array:
   """Stride-2 VALID convolution via space-to-depth (even input size, odd kernel k).
 
@@ -40,8 +50,7 @@ def conv_s2d(x: jax.Array, w: jax.Array) -> jax.Array:
   k, co = w.shape[0], w.shape[-1]
   if d % 2 or h % 2 or wd % 2 or k % 2 == 0:
     raise ValueError(f"conv_s2d needs even input sizes and an odd kernel, got {x.shape}, {w.shape}")
-  xs = x.reshape(b, d // 2, 2, h // 2, 2, wd // 2, 2, ci)
-  xs = xs.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, d // 2, h // 2, wd // 2, 8 * ci)
+  xs = space_to_depth(x, 2)
   kk = (k + 1) // 2
   wp = jnp.pad(w, ((0, 1), (0, 1), (0, 1), (0, 0), (0, 0)))
   wp = wp.reshape(kk, 2, kk, 2, kk, 2, ci, co).transpose(0, 2, 4, 1, 3, 5, 6, 7)

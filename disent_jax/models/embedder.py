@@ -42,9 +42,7 @@ def _box_filter(x: jax.Array, f: int) -> jax.Array:
   reshape-mean, also behind an optimization barrier) against 15 ms with this matmul and 10 ms for the
   rotation alone (jax 0.10.2, 2-core CPU).
   """
-  b, n = x.shape[0], x.shape[1] // f
-  x = x.reshape(b, n, f, n, f, n, f).transpose(0, 1, 3, 5, 2, 4, 6).reshape(b, n, n, n, f ** 3)
-  return x @ jnp.full((f ** 3, 1), 1.0 / f ** 3, x.dtype)
+  return conv3d.space_to_depth(x, f) @ jnp.full((f ** 3, 1), 1.0 / f ** 3, x.dtype)
 
 
 class VoxelEmbedder(nn.Module):
