@@ -393,11 +393,12 @@ def _cross_checks(valid: dict[str, Any], stage: str) -> list[str]:
   resolution, impl = valid.get("data.resolution"), valid.get("model.conv_impl")
   pool = valid.get("model.input_pool", 1)
   pool = pool if isinstance(pool, int) and pool >= 1 else 1  # out of range: reported by its own rule
-  if resolution is not None and resolution % pool:
+  # With pool 1 both pool checks would repeat the data.resolution range rule's report.
+  if pool > 1 and resolution is not None and resolution % pool:
     problems.append(f"model.input_pool={pool} with data.resolution={resolution}: the pooled input needs a "
                     f"resolution divisible by the factor; allowed: a data.resolution that is a multiple of "
                     f"{pool}, or input_pool 1")
-  elif resolution is not None and resolution // pool < min_resolution():
+  elif pool > 1 and resolution is not None and resolution // pool < min_resolution():
     problems.append(f"model.input_pool={pool} with data.resolution={resolution}: the network would see "
                     f"{resolution // pool}^3 voxels; allowed: data.resolution / input_pool >= "
                     f"{min_resolution()}")

@@ -247,6 +247,9 @@ def test_input_pool_must_divide_the_resolution_and_leave_enough_voxels():
   assert "model.input_pool=0: out of range" in msg and "1 problem" in msg
   config.model.input_pool = 2
   config_check.validate(config, stage="all")
+  config.data.resolution, config.model.input_pool = 10, 1  # reported once, by the resolution's own rule
+  msg = _problems(config)
+  assert "data.resolution=10: out of range" in msg and "1 problem" in msg and "input_pool" not in msg
   config.data.resolution, config.model.input_pool, config.model.conv_impl = 66, 2, "s2d"  # 33^3: odd
   assert "model.conv_impl='s2d' with data.resolution=66 and input_pool=2" in _problems(config)
 
