@@ -311,7 +311,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, s: Stage2Setup) -> in
   return input_pipeline.make_pipeline(
       s.data_dir, "train", batch_size=t.batch_size // jax.process_count(), image_size=s.input_size,
       seed=config.seed % 2**32, shuffle=True, augment=bool(config.images.augment),
-      worker_count=config.images.loader_workers,
+      worker_count=config.images.loader_workers, cache_decoded=config.images.cache_decoded,
       model_index_fn=BankIndex(s.stage1.bank.categories, s.stage1.bank.cad_indices))
 
 

@@ -46,7 +46,8 @@ def test_quick_subset_writes_a_valid_report(tmp_path):
   assert not report.errors, [r.error for r in report.errors]
   names = [r.name for r in report.rows]
   assert names[:2] == ["rotation b4 16^3", "anchor labels 64 q, 259 anchors"]
-  assert sum(n.startswith("pipeline") for n in names) == 2
+  assert [n.split()[1:3] for n in names if n.startswith("pipeline")] == [
+      ["plain", "b4"], ["augmented", "b4"], ["augmented", "cached"]]
   # conftest.py gives 8 CPU devices, so the sharded retrieval row is measured, not skipped.
   assert [n.split()[1] for n in names if n.startswith("retrieval")] == ["exact", "approx", "sharded"]
   for row in report.rows:
@@ -131,6 +132,10 @@ def test_feed_rows_compare_pipeline_with_the_step():
   # Another pipeline size: the smallest step size; a slow pipeline is called so.
   (row,) = suite.feed_rows([pipe(10.0, True, px=32)], [step(4.0, 224), step(25.0, 64)])
   assert row.alternative == 25.0 and "too slow" in row.note
+  cached = pipe(300.0, True)
+  cached.extra["cache_decoded"] = True
+  (row,) = suite.feed_rows([cached], [step(25.0, 64)])
+  assert row.name == "feed pipeline cached b8 64px w0 vs stage2 step b32 64px" and row.ratio == 12.0
   assert suite.feed_rows([pipe(100.0, True)], []) == []
   assert suite.feed_rows([], [step(25.0, 64)]) == []
 

@@ -178,3 +178,62 @@ def test_bad_arguments(data_dir):
     ip.make_pipeline(data_dir, "test", batch_size=8, num_epochs=1, process_index=0, process_count=1)
   with pytest.raises(ConfigError):
     ip.AugmentConfig(bbox_scale=-1.0)
+
+
+@pytest.mark.parametrize("augment,image_size", [(None, None), (None, 24), (ip.AugmentConfig(), None)])
+def test_decoded_cache_gives_the_same_batches(data_dir, augment, image_size):
+  kw = dict(batch_size=5, seed=4, augment=augment, image_size=image_size, process_index=0,
+            process_count=1)
+  streamed = ip.make_pipeline(data_dir, "train", **kw)
+  cached = ip.make_pipeline(data_dir, "train", cache_decoded=True, **kw)
+  _assert_batches_equal(_take(cached, 4), _take(streamed, 4))
+  # A state saved by one continues in the other: the cache is not part of the pipeline's identity.
+  state = json.loads(json.dumps(streamed.get_state()))
+  expected = _take(streamed, 2)
+  cached.set_state(state)
+  _assert_batches_equal(_take(cached, 2), expected)
+
+
+def test_decode_split_holds_decoded_arrays(data_dir, stored):
+  src = ip.open_source(data_dir, "train")
+  records = ip.decode_split(src)
+  assert len(records) == len(src) == 12
+  for r in records:
+    ex = stored[r["instance_id"].decode()]
+    np.testing.assert_array_equal(r["image"], ex["image"])
+    np.testing.assert_array_equal(r["crop"], ex["crop"])
+    assert r["image"].dtype == np.uint8 and r["image"].ndim == 3
+
+
+def test_decoded_cache_too_big_for_memory_streams_instead(data_dir, monkeypatch, caplog):
+  monkeypatch.setattr(ip, "_physical_memory_bytes", lambda: 1000)  # 12 examples need ~30 kB
+  assert ip.decode_split(ip.open_source(data_dir, "train")) is None
+  kw = dict(batch_size=4, seed=2, augment=ip.AugmentConfig(), process_index=0, process_count=1)
+  with caplog.at_level("WARNING"):
+    cached = ip.make_pipeline(data_dir, "train", cache_decoded=True, **kw)
+  assert "not caching 12 decoded examples" in caplog.text
+  _assert_batches_equal(_take(cached, 3), _take(ip.make_pipeline(data_dir, "train", **kw), 3))
+
+
+def test_decoded_cache_in_a_worker_process(data_dir):
+  kw = dict(batch_size=4, seed=6, augment=ip.AugmentConfig(), process_index=0, process_count=1)
+  it = ip.make_pipeline(data_dir, "train", cache_decoded=True, worker_count=1, **kw)
+  try:
+    got = _take(it, 3)
+  finally:
+    it.close()
+  _assert_batches_equal(got, _take(ip.make_pipeline(data_dir, "train", **kw), 3))
+
+
+def test_decoded_cache_decodes_each_example_once(data_dir, monkeypatch):
+  decoded = []
+  real = ip._decode_png
+  monkeypatch.setattr(ip, "_decode_png",
+                      lambda d: (decoded.append(1) if isinstance(d, bytes) else None) or real(d))
+  kw = dict(batch_size=4, seed=1, augment=ip.AugmentConfig(), process_index=0, process_count=1)
+  cached = ip.make_pipeline(data_dir, "train", cache_decoded=True, **kw)
+  assert len(decoded) == 2 * 12 + 1  # every image and crop once (+ the stored crop size's probe)
+  _take(cached, 9)  # three epochs
+  assert len(decoded) == 2 * 12 + 1
+  _take(ip.make_pipeline(data_dir, "train", **kw), 9)
+  assert len(decoded) > 2 * 12 + 1 + 30  # streaming decodes every full image every epoch

@@ -34,7 +34,7 @@ def ensure_dataset(cache_dir: str | os.PathLike, settings: synthetic.SyntheticSe
 
 def pipeline_rate(data_dir: str | os.PathLike, *, split: str = "train", batch: int = 32,
                   image_size: int | None = 64, augment: bool = False, workers: int = 0, batches: int = 40,
-                  warmup: int = 3, repeats: int = 1) -> dict:
+                  warmup: int = 3, repeats: int = 1, cache_decoded: bool = False) -> dict:
   """Examples per second of `make_pipeline`: `repeats` blocks of `batches` batches after `warmup` ones.
 
   Args:
@@ -47,6 +47,8 @@ def pipeline_rate(data_dir: str | os.PathLike, *, split: str = "train", batch: i
     batches: batches per timed block.
     warmup: untimed batches first (>= 1).
     repeats: timed blocks (the median rate is reported).
+    cache_decoded: decode the split into memory first (`make_pipeline`'s option; its decoding counts
+      as start-up).
 
   Returns:
     dict with rate (median examples/s over the blocks), rates (each block's) and startup_s (creating the
@@ -54,7 +56,7 @@ def pipeline_rate(data_dir: str | os.PathLike, *, split: str = "train", batch: i
   """
   start = time.perf_counter()
   it = input_pipeline.make_pipeline(data_dir, split, batch_size=batch, image_size=image_size,
-                                    augment=augment, worker_count=workers)
+                                    augment=augment, worker_count=workers, cache_decoded=cache_decoded)
   try:
     for _ in range(max(warmup, 1)):
       next(it)

@@ -248,16 +248,20 @@ def pipeline_rows(s: SuiteSettings) -> list[Row]:
                                 crop_size=s.pipeline_crop_size))
   rows = []
   for workers in s.pipeline_workers:
-    for augment in (False, True):
+    # Streaming plain and augmented crops, and augmented crops from the split decoded into memory
+    # (`images.cache_decoded`, the CPU recipe's setting).
+    for augment, cached in ((False, False), (True, False), (True, True)):
       res = pipeline.pipeline_rate(data_dir, batch=s.pipeline_batch, image_size=s.pipeline_image_size,
                                    augment=augment, workers=workers, batches=s.pipeline_batches,
-                                   repeats=s.repeats)
-      kind = "augmented" if augment else "plain"
+                                   repeats=s.repeats, cache_decoded=cached)
+      kind = ("augmented" if augment else "plain") + (" cached" if cached else "")
       rows.append(Row(f"pipeline {kind} b{s.pipeline_batch} {s.pipeline_image_size}px w{workers}",
                       "examples/s", res["rate"], ours_label="input_pipeline.make_pipeline",
-                      ours_compile_s=res["startup_s"], note="start-up in compile column",
-                      extra={"data_dir": str(data_dir), "augment": augment, "workers": workers,
-                             "batch": s.pipeline_batch, "image_size": s.pipeline_image_size, **res}))
+                      ours_compile_s=res["startup_s"],
+                      note="start-up in compile column" + (" (incl. decoding the split)" if cached else ""),
+                      extra={"data_dir": str(data_dir), "augment": augment, "cache_decoded": cached,
+                             "workers": workers, "batch": s.pipeline_batch,
+                             "image_size": s.pipeline_image_size, **res}))
   return rows
 
 
@@ -412,7 +416,8 @@ def feed_rows(pipeline: list[Row], stage2: list[Row]) -> list[Row]:
     step = next((r for r in steps if r.extra["image_size"] == px), steps[0])
     ratio = p.ours / step.ours
     verdict = "keeps up" if ratio >= 1 else "too slow: the step would wait for data"
-    rows.append(Row(f"feed pipeline b{p.extra['batch']} {px}px w{p.extra['workers']} vs "
+    cached = " cached" if p.extra.get("cache_decoded") else ""
+    rows.append(Row(f"feed pipeline{cached} b{p.extra['batch']} {px}px w{p.extra['workers']} vs "
                     f"stage2 step b{step.extra['batch']} {step.extra['image_size']}px", "examples/s",
                     p.ours, step.ours, ours_label="input_pipeline.make_pipeline, augmented",
                     alternative_label=f"our Stage II train step's consumption ({step.extra['backbone']})",
