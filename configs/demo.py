@@ -14,10 +14,9 @@ def get_config():
   config = regressor_cpu.get_config()
   config.stage = "all"
   config.images.render_workers = 2  # rendering is the one embarrassingly parallel step
-  # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a quiet 2-core CPU
-  # (measured: Stage I ~1,000 samples/s, Stage II ~155 images/s at 48 px). The full recipes (Stage I 20,000
-  # steps at 32^3 with the box filter, Stage II 5,000 steps) reach retrieval 0.449 and Acc_pi/6 0.497 on the
-  # test split in ~33 minutes of a quiet machine (README).
+  # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a 2-core CPU with a
+  # few minutes to spare for a noisy machine (measured: Stage I 24-30 steps/s at 16^3, Stage II ~270
+  # images/s at 48 px from the decoded in-memory split; README "Demo results" has the wall times).
   config.train.num_steps = 8_000
   # Stage I on 16^3 voxels directly instead of embedder_cpu's 32^3 + 2x box filter: ~1.5x faster per step
   # (1,015 vs ~670 samples/s: the 32^3 rotation), and Stage II's on-device targets skip it too. What it
@@ -25,5 +24,5 @@ def get_config():
   # steps, rotation 11.6 vs 12.8 deg; Stage II's classifier retrieval reads neither.
   config.data.resolution = 16
   config.model.input_pool = 1
-  config.regressor_train.num_steps = 3_500
+  config.regressor_train.num_steps = 4_000
   return config
