@@ -14,15 +14,16 @@ def get_config():
   config = regressor_cpu.get_config()
   config.stage = "all"
   config.images.render_workers = 2  # rendering is the one embarrassingly parallel step
-  # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a 2-core CPU with a
-  # few minutes to spare for a noisy machine (measured: Stage I 24-30 steps/s at 16^3, Stage II ~270
-  # images/s at 48 px from the decoded in-memory split; README "Demo results" has the wall times).
-  config.train.num_steps = 8_000
+  # Shorter schedules than the two recipes so that the whole demo fits 20 minutes of a 2-core CPU with
+  # minutes to spare: this machine's speed wanders by +-25 % from one quarter hour to the next. With
+  # Stage I 8,000 / Stage II 4,000 steps it took 20 min 16 s from a fresh clone (Stage I 345 s at 16^3,
+  # rendering 72 s, Stage II 731 s at ~175 images/s); README "Demo results" has this setting's figures.
+  config.train.num_steps = 7_000
   # Stage I on 16^3 voxels directly instead of embedder_cpu's 32^3 + 2x box filter: ~1.5x faster per step
   # (1,015 vs ~670 samples/s: the 32^3 rotation), and Stage II's on-device targets skip it too. What it
   # costs (README "Stage I results"): nearest-neighbour retrieval of the shape vector 0.72 vs 0.85 at 10,000
   # steps, rotation 11.6 vs 12.8 deg; Stage II's classifier retrieval reads neither.
   config.data.resolution = 16
   config.model.input_pool = 1
-  config.regressor_train.num_steps = 4_000
+  config.regressor_train.num_steps = 3_000
   return config

@@ -286,45 +286,50 @@ def decode_rotation(idx: Array, q_d: Array, anchors: Array) -> Array:
 OBJECT_RADIUS = 0.5  # radius of every normalised CAD model (disent_jax.cad.model.NORMALIZED_RADIUS)
 
 
-def _crop_square(bbox: Array) -> tuple[Array, Array, Array]:
+def _crop_square(bbox: Array, xp=jnp) -> tuple[Array, Array, Array]:
   """Top-left corner (x0, y0) and side s of the square crop of a box (..., 4)."""
-  x1, y1, x2, y2 = jnp.moveaxis(jnp.asarray(bbox), -1, 0)
-  s = jnp.maximum(x2 - x1, y2 - y1)
+  x1, y1, x2, y2 = xp.moveaxis(xp.asarray(bbox), -1, 0)
+  s = xp.maximum(x2 - x1, y2 - y1)
   return 0.5 * (x1 + x2) - 0.5 * s, 0.5 * (y1 + y2) - 0.5 * s, s
 
 
-def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array) -> Array:
+def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array, xp=jnp) -> Array:
   """Crop-relative translation label (x, y, z) of a camera-frame translation (see the definition above).
 
   Args:
     t_cam: (..., 3) object origin in the camera frame (Z > 0).
     bbox: (..., 4) box (x1, y1, x2, y2) in pixels (the crop is its centred square).
     intrinsics: (..., 3, 3) camera matrices K.
+    xp: the array module, `jax.numpy` or `numpy` (the input pipeline's host-side re-encoding uses NumPy:
+      a jax call there would queue behind the training step on a CPU device).
 
   Returns:
     (..., 3) labels (x, y, z).
   """
-  t_cam, k = jnp.asarray(t_cam), jnp.asarray(intrinsics)
+  t_cam, k = xp.asarray(t_cam), xp.asarray(intrinsics)
   fx, fy, cx, cy = k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]
-  big_x, big_y, big_z = jnp.moveaxis(t_cam, -1, 0)
-  x0, y0, s = _crop_square(bbox)
+  big_x, big_y, big_z = xp.moveaxis(t_cam, -1, 0)
+  x0, y0, s = _crop_square(bbox, xp)
   u = fx * big_x / big_z + cx
   v = fy * big_y / big_z + cy
   f = 0.5 * (fx + fy)
-  return jnp.stack([(u - x0) / s, (v - y0) / s, big_z / OBJECT_RADIUS * s / f], axis=-1)
+  return xp.stack([(u - x0) / s, (v - y0) / s, big_z / OBJECT_RADIUS * s / f], axis=-1)
 
 
-def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array) -> Array:
-  """Inverse of `camera_to_crop_translation`: camera-frame (X, Y, Z) from (x, y, z), the box and K."""
-  t_crop, k = jnp.asarray(t_crop), jnp.asarray(intrinsics)
+def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array, xp=jnp) -> Array:
+  """Inverse of `camera_to_crop_translation`: camera-frame (X, Y, Z) from (x, y, z), the box and K.
+
+  `xp`: the array module, as for `camera_to_crop_translation`.
+  """
+  t_crop, k = xp.asarray(t_crop), xp.asarray(intrinsics)
   fx, fy, cx, cy = k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]
-  x, y, z = jnp.moveaxis(t_crop, -1, 0)
-  x0, y0, s = _crop_square(bbox)
+  x, y, z = xp.moveaxis(t_crop, -1, 0)
+  x0, y0, s = _crop_square(bbox, xp)
   f = 0.5 * (fx + fy)
   big_z = z * OBJECT_RADIUS * f / s
   u = x0 + x * s
   v = y0 + y * s
-  return jnp.stack([(u - cx) * big_z / fx, (v - cy) * big_z / fy, big_z], axis=-1)
+  return xp.stack([(u - cx) * big_z / fx, (v - cy) * big_z / fy, big_z], axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)

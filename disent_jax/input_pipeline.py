@@ -129,11 +129,11 @@ def _physical_memory_bytes() -> int | None:
 def decode_split(source, *, desc: str = "decoding") -> list[dict[str, Any]] | None:
   """Every record of a data source, deserialised and with its PNGs decoded, as a list in memory.
 
-  Why: reading a record (array_record + example parsing) and decoding its PNGs is ~1 ms per example on one
-  CPU core, about half of the augmented pipeline's work. On a 2-core CPU the pipeline shares the cores
-  with the training step, and XLA's parallel ops wait for the core the pipeline holds: measured with the
-  demo's Stage II (2 cores, batch 32, 48 px), 155-188 images/s with the streaming pipeline against 230-270
-  with pre-made batches. Decoding once up front removes that half for the whole run.
+  Why: reading a record (array_record + example parsing) and decoding its PNGs is ~0.7 ms of the ~1.4 ms
+  an augmented example costs on one CPU core (profiled). On a 2-core CPU the pipeline shares the cores with
+  the training step, and XLA's parallel ops wait for the core the pipeline holds: measured with the demo's
+  Stage II step (2 cores, batch 32, 48 px), at most 155-188 images/s with the streaming pipeline against
+  230-270 on pre-made batches; with this cache 211 against 222 on pre-made batches in the same minutes.
 
   Args:
     source: a data source (`open_source`): len() and integer indexing.
@@ -324,20 +324,14 @@ def _as_str(v) -> str:
   return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
-@functools.lru_cache(maxsize=None)
-def _reencode_fn():
-  def reencode(t, box_old, box_new, k):
-    return geometry.camera_to_crop_translation(geometry.crop_to_camera_translation(t, box_old, k),
-                                               box_new, k)
-  return jax.devices("cpu")[0], jax.jit(reencode)
-
-
 def reencode_translation(translation: np.ndarray, bbox_old: np.ndarray, bbox_new: np.ndarray,
                          intrinsics: np.ndarray) -> np.ndarray:
   """The crop translation label for `bbox_new` of an object labelled `translation` for `bbox_old`.
 
-  Decodes the camera translation with the old box and re-encodes it with the new one (geometry's
-  functions, jitted, float64 on the CPU so that a data pipeline never touches an accelerator).
+  Decodes the camera translation with the old box and re-encodes it with the new one: geometry's own
+  functions evaluated with NumPy in float64. Not with jax: on a CPU device a jax call from the pipeline's
+  reading threads queues behind the training step in flight (py-spy on the 2-core demo's Stage II showed
+  both reading threads waiting here for the step), which ties the pipeline to the step's pace.
 
   Args:
     translation: (..., 3) labels for bbox_old.
@@ -348,11 +342,11 @@ def reencode_translation(translation: np.ndarray, bbox_old: np.ndarray, bbox_new
   Returns:
     (..., 3) float32 labels for bbox_new.
   """
-  cpu, fn = _reencode_fn()
-  with jax.enable_x64(True), jax.default_device(cpu):
-    out = fn(np.asarray(translation, np.float64), np.asarray(bbox_old, np.float64),
-             np.asarray(bbox_new, np.float64), np.asarray(intrinsics, np.float64))
-  return np.asarray(out, np.float32)
+  k = np.asarray(intrinsics, np.float64)
+  t_cam = geometry.crop_to_camera_translation(np.asarray(translation, np.float64),
+                                              np.asarray(bbox_old, np.float64), k, xp=np)
+  return geometry.camera_to_crop_translation(t_cam, np.asarray(bbox_new, np.float64), k,
+                                             xp=np).astype(np.float32)
 
 
 def _finish_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

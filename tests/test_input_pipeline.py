@@ -225,15 +225,49 @@ def test_decoded_cache_in_a_worker_process(data_dir):
   _assert_batches_equal(got, _take(ip.make_pipeline(data_dir, "train", **kw), 3))
 
 
-def test_decoded_cache_decodes_each_example_once(data_dir, monkeypatch):
-  decoded = []
-  real = ip._decode_png
-  monkeypatch.setattr(ip, "_decode_png",
-                      lambda d: (decoded.append(1) if isinstance(d, bytes) else None) or real(d))
+def test_decoded_cache_reads_each_example_once(data_dir, monkeypatch):
+  reads = []
+
+  class CountingSource:
+    def __init__(self, source):
+      self.source = source
+
+    def __len__(self):
+      return len(self.source)
+
+    def __getitem__(self, i):
+      reads.append(i)
+      return self.source[i]
+
+  real = ip.open_source
+  # Counts only the sources opened from here on (other tests' pipelines may still be prefetching).
+  monkeypatch.setattr(ip, "open_source", lambda d, split: CountingSource(real(d, split)))
   kw = dict(batch_size=4, seed=1, augment=ip.AugmentConfig(), process_index=0, process_count=1)
   cached = ip.make_pipeline(data_dir, "train", cache_decoded=True, **kw)
-  assert len(decoded) == 2 * 12 + 1  # every image and crop once (+ the stored crop size's probe)
+  after_build = len(reads)
+  assert sorted(set(reads)) == list(range(12))  # every example read once to build the cache
   _take(cached, 9)  # three epochs
-  assert len(decoded) == 2 * 12 + 1
-  _take(ip.make_pipeline(data_dir, "train", **kw), 9)
-  assert len(decoded) > 2 * 12 + 1 + 30  # streaming decodes every full image every epoch
+  assert len(reads) == after_build
+  streamed = ip.make_pipeline(data_dir, "train", **kw)
+  _take(streamed, 9)
+  assert len(reads) >= after_build + 36  # streaming reads every example every epoch
+
+
+def test_reencode_translation_agrees_with_jax_geometry():
+  rng = np.random.default_rng(0)
+  n = 64
+  t_cam = np.stack([rng.uniform(-1, 1, n), rng.uniform(-1, 1, n), rng.uniform(3, 12, n)], -1)
+  k = np.tile(np.array([[500.0, 0, 160], [0, 480.0, 120], [0, 0, 1]]), (n, 1, 1))
+  xy = rng.uniform(20, 200, (n, 2))
+  box_old = np.concatenate([xy, xy + rng.uniform(30, 100, (n, 2))], -1)
+  box_new = box_old + rng.uniform(-8, 8, (n, 4))
+  import jax  # pylint: disable=import-outside-toplevel
+  with jax.enable_x64(True):
+    label_old = np.asarray(geometry.camera_to_crop_translation(t_cam, box_old, k))
+    expected = np.asarray(geometry.camera_to_crop_translation(t_cam, box_new, k))
+  got = ip.reencode_translation(label_old, box_old, box_new, k)
+  assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (n, 3)
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ip.reencode_translation(label_old, box_old, box_old, k), label_old,
+                             rtol=1e-6, atol=1e-6)  # the same box: the same label
+  assert np.abs(got - label_old).max() > 1e-2  # the boxes differ enough for the test to mean something
