@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
@@ -286,14 +287,15 @@ def decode_rotation(idx: Array, q_d: Array, anchors: Array) -> Array:
 OBJECT_RADIUS = 0.5  # radius of every normalised CAD model (disent_jax.cad.model.NORMALIZED_RADIUS)
 
 
-def _crop_square(bbox: Array, xp=jnp) -> tuple[Array, Array, Array]:
+def _crop_square(bbox: Array, xp: ModuleType = jnp) -> tuple[Array, Array, Array]:
   """Top-left corner (x0, y0) and side s of the square crop of a box (..., 4)."""
   x1, y1, x2, y2 = xp.moveaxis(xp.asarray(bbox), -1, 0)
   s = xp.maximum(x2 - x1, y2 - y1)
   return 0.5 * (x1 + x2) - 0.5 * s, 0.5 * (y1 + y2) - 0.5 * s, s
 
 
-def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array, xp=jnp) -> Array:
+def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array,
+                               xp: ModuleType = jnp) -> Array:
   """Crop-relative translation label (x, y, z) of a camera-frame translation (see the definition above).
 
   Args:
@@ -316,7 +318,8 @@ def camera_to_crop_translation(t_cam: Array, bbox: Array, intrinsics: Array, xp=
   return xp.stack([(u - x0) / s, (v - y0) / s, big_z / OBJECT_RADIUS * s / f], axis=-1)
 
 
-def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array, xp=jnp) -> Array:
+def crop_to_camera_translation(t_crop: Array, bbox: Array, intrinsics: Array,
+                               xp: ModuleType = jnp) -> Array:
   """Inverse of `camera_to_crop_translation`: camera-frame (X, Y, Z) from (x, y, z), the box and K.
 
   `xp`: the array module, as for `camera_to_crop_translation`.
