@@ -30,7 +30,7 @@ def get_config():
   config.images.input_size = 48
   # The pipeline shares the 2 cores with the step: decoding the 10,000 training examples once (13-16 s,
   # 0.57 GB) instead of every epoch: the demo's Stage II step at <= 155-188 images/s streaming vs
-  # 230-270 on pre-made batches; cached 211 vs 222 on pre-made batches (input_pipeline.decode_split).
+  # 230-265 on pre-made batches; cached 211 vs 222 on pre-made batches (input_pipeline.decode_split).
   config.images.cache_decoded = True
   config.regressor_train.num_steps = 7_000  # 18.5 min here (README)
   config.regressor_train.learning_rate = 3e-3

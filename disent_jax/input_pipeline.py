@@ -133,7 +133,7 @@ def decode_split(source, *, desc: str = "decoding") -> list[dict[str, Any]] | No
   an augmented example costs on one CPU core (profiled). On a 2-core CPU the pipeline shares the cores with
   the training step, and XLA's parallel ops wait for the core the pipeline holds: measured with the demo's
   Stage II step (2 cores, batch 32, 48 px), at most 155-188 images/s with the streaming pipeline against
-  230-270 on pre-made batches; with this cache 211 against 222 on pre-made batches in the same minutes.
+  230-265 on pre-made batches; with this cache 211 against 222 on pre-made batches in the same minutes.
 
   Args:
     source: a data source (`open_source`): len() and integer indexing.
