@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.images.augment = True  # box jitter + photometric jitter on training crops
   config.images.loader_workers = 0  # grain worker processes for training batches
   # Decode the training split once into memory (input_pipeline.decode_split): ~2x less pipeline work per
-  # example, which on a small CPU is time taken from the training step. Costs RAM (~0.6 GB for the
+  # example, which on a small CPU is time taken from the training step. Costs RAM (~0.46 GiB for the
   # synthetic default's 10,000 examples; skipped with a warning above half the physical memory).
   config.images.cache_decoded = False
 

@@ -28,8 +28,8 @@ def get_config():
   # so the same minutes buy ~1.7x the steps; 32 px loses (0.099 / 0.176). Adam 3e-3 beat 1e-3 at 1000
   # steps (retrieval 0.301 vs 0.257, Acc_pi/6 0.248 vs 0.232).
   config.images.input_size = 48
-  # The pipeline shares the 2 cores with the step: decoding the 10,000 training examples once (13-16 s,
-  # 0.57 GB) instead of every epoch: the demo's Stage II step at <= 155-188 images/s streaming vs
+  # The pipeline shares the 2 cores with the step: decoding the 10,000 training images once (13 s,
+  # 0.46 GiB) instead of every epoch: the demo's Stage II step at <= 155-188 images/s streaming vs
   # 230-265 on pre-made batches; cached 211 vs 222 on pre-made batches (input_pipeline.decode_split).
   config.images.cache_decoded = True
   config.regressor_train.num_steps = 7_000  # 18.5 min here (README)

@@ -203,6 +203,9 @@ def test_decode_split_holds_decoded_arrays(data_dir, stored):
     np.testing.assert_array_equal(r["image"], ex["image"])
     np.testing.assert_array_equal(r["crop"], ex["crop"])
     assert r["image"].dtype == np.uint8 and r["image"].ndim == 3
+  only_images = ip.decode_split(src, keys=("image",))  # what an augmenting pipeline reads
+  assert isinstance(only_images[0]["image"], np.ndarray) and isinstance(only_images[0]["crop"], bytes)
+  np.testing.assert_array_equal(ip._decode_png(only_images[0]["crop"]), records[0]["crop"])
 
 
 def test_decoded_cache_too_big_for_memory_streams_instead(data_dir, monkeypatch, caplog):
