@@ -51,6 +51,7 @@ from disent_jax.cad import collections as cad_collections
 from disent_jax.cad import model as model_lib
 from disent_jax.datasets import crops
 from disent_jax.datasets import features as features_lib
+from disent_jax.datasets import tfds_compat
 from disent_jax.datasets import pascal3d_annotations as ann
 # ManualDirError lives in disent_jax.errors; it stays importable from here (pascal3d.ManualDirError).
 from disent_jax.errors import AnnotationError, CollectionError, ConfigError, ImageError, ManualDirError
@@ -453,6 +454,7 @@ def build_atomically(builder_cls: type[tfds.core.GeneratorBasedBuilder], config:
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=tmp_prefix, dir=data_dir))
   try:
     builder = builder_cls(config=config, data_dir=str(tmp))
+    tfds_compat.use_local_bucket_files()  # splits over 1 GB spill to disk; TFDS's own way needs TensorFlow
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False))

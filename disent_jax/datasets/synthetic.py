@@ -50,6 +50,7 @@ from disent_jax.cad import model as model_lib
 from disent_jax.categories import CATEGORIES
 from disent_jax.datasets import crops
 from disent_jax.datasets import features as features_lib
+from disent_jax.datasets import tfds_compat
 from disent_jax.datasets import viewpoints as viewpoints_lib
 from disent_jax.errors import ConfigError, DisentError
 from disent_jax.render import camera as camera_lib
@@ -489,6 +490,7 @@ def build_synthetic(data_dir: str | os.PathLike, settings: SyntheticSettings | N
     registered = {c.name for c in Synthetic.BUILDER_CONFIGS}
     config = settings.config_name if settings.config_name in registered else make_config(settings)
     builder = Synthetic(data_dir=str(tmp), config=config, num_workers=num_workers, progress=progress)
+    tfds_compat.use_local_bucket_files()  # splits over 1 GB spill to disk; TFDS's own way needs TensorFlow
     builder.download_and_prepare(download_dir=str(tmp / "downloads"), file_format="array_record")
     built = pathlib.Path(builder.data_dir)
     (built / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=1, sort_keys=True))
