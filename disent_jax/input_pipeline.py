@@ -259,6 +259,10 @@ class _LoadElement:
   @property
   def records(self):
     """What examples are read from: the decoded in-memory split (cache_decoded) or the data source."""
+    return self.load_records()
+
+  def load_records(self):
+    """Returns `records`, decoding the split first (once, with a progress bar) when cache_decoded."""
     if not self.cache_decoded:
       return self.source
     if self._records is None:
@@ -540,7 +544,7 @@ def make_pipeline(data_dir: str | os.PathLike, split: str, *, batch_size: int,
   load = _LoadElement(builder_dir, split, int(image_size), augment, model_index_fn, categories,
                       cache_decoded=bool(cache_decoded))
   if cache_decoded and worker_count == 0:
-    load.records  # pylint: disable=pointless-statement  # decode now, with a progress bar, not mid-step
+    load.load_records()  # decode now, with a progress bar, not mid-step
 
   ds = grain.MapDataset.range(length)
   if augment is None:
