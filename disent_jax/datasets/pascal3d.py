@@ -51,8 +51,8 @@ from disent_jax.cad import collections as cad_collections
 from disent_jax.cad import model as model_lib
 from disent_jax.datasets import crops
 from disent_jax.datasets import features as features_lib
-from disent_jax.datasets import tfds_compat
 from disent_jax.datasets import pascal3d_annotations as ann
+from disent_jax.datasets import tfds_compat
 # ManualDirError lives in disent_jax.errors; it stays importable from here (pascal3d.ManualDirError).
 from disent_jax.errors import AnnotationError, CollectionError, ConfigError, ImageError, ManualDirError
 
