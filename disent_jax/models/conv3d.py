@@ -21,9 +21,8 @@ weight gradient 140 ms, the trilinear rotation's gathers 127 ms, building the pa
 BatchNorm 72 ms. Most of it is memory traffic of the 382 MB patch matrix of conv2, which oneDNN's direct
 convolutions never build (PyTorch: conv2 forward 46 ms against our 132 ms). Tried on conv2 alone and not
 kept (forward + backward, 351-549 ms against autodiff's 369-386 ms in the same run, the best within the
-noise): a custom VJP with the
-weight gradient as P^T g, (g^T P)^T or split over 8 batch chunks, and col2im as one sum of 27 pads, 27
-in-place `.at[].add`s, or 9 pads per depth tap then 3. For the rotation, one gather of 8 packed corner
+noise): a custom VJP with the weight gradient as P^T g, (g^T P)^T or split over 8 batch chunks, and col2im
+as one sum of 27 pads, 27 in-place `.at[].add`s, or 9 pads per depth tap then 3. For the rotation, one gather of 8 packed corner
 values per voxel instead of `map_coordinates`' 8 scalar gathers was 5x slower on XLA:CPU.
 """
 
