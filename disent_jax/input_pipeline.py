@@ -256,13 +256,9 @@ class _LoadElement:
       self._source = open_source(self.builder_dir, self.split)
     return self._source
 
-  @property
-  def records(self):
-    """What examples are read from: the decoded in-memory split (cache_decoded) or the data source."""
-    return self.load_records()
-
   def load_records(self):
-    """Returns `records`, decoding the split first (once, with a progress bar) when cache_decoded."""
+    """What examples are read from: the decoded in-memory split (cache_decoded; decoded on the first call,
+    once, with a progress bar) or the data source."""
     if not self.cache_decoded:
       return self.source
     if self._records is None:
@@ -294,7 +290,7 @@ class _LoadElement:
     idx = plan.source_index(k)
     if idx < 0:
       return self._padding()
-    raw = self.records[idx]
+    raw = self.load_records()[idx]
     bbox = np.asarray(raw["bbox"], np.float32)
     out = {
         "category": np.int32(raw["category"]), "cad_index": np.int32(raw["cad_index"]),
