@@ -47,7 +47,7 @@ _REGRESSOR_TRAIN_STAGES = ("regressor", "all")
 # modules' own tables where the modules expose one (backbones, ModelNet splits, synthetic splits).
 NORMS = ("batch", "none")
 EMBEDDING_ACTIVATIONS = ("none", "relu", "tanh")
-CONV_IMPLS = ("auto", "lax", "s2d", "im2col")
+CONV_IMPLS = ("auto", "lax", "s2d", "im2col", "planes")
 DTYPES = ("float32", "bfloat16")
 SHAPE_LOSSES = ("ce", "triplet")
 SCHEDULES = ("constant", "cosine")

@@ -32,12 +32,27 @@ def test_im2col_equals_lax(stride):
   np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("stride,size", [(1, 9), (2, 9), (1, 8)])
+def test_planes_equals_lax_forward_and_gradients(stride, size):
+  # Non-cubic input so a mix-up of the depth axis with height or width cannot cancel out.
+  kx, kw = jax.random.split(jax.random.key(4))
+  x = jax.random.normal(kx, (2, size, size + 1, size + 2, 3))
+  w = jax.random.normal(kw, (3, 3, 3, 3, 5))
+  np.testing.assert_allclose(conv3d.conv_planes(x, w, stride), conv3d.conv_lax(x, w, stride),
+                             rtol=1e-4, atol=1e-4)
+  loss = lambda f: (lambda x, w: jnp.sum(jnp.sin(f(x, w, stride))))
+  g_ref = jax.grad(loss(conv3d.conv_lax), argnums=(0, 1))(x, w)
+  g = jax.grad(loss(conv3d.conv_planes), argnums=(0, 1))(x, w)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
 def test_module_impls_share_parameters_and_agree():
   x = jax.random.uniform(jax.random.key(2), (2, 16, 16, 16, 1))
   ref = conv3d.Conv3D(4, 5, stride=2, impl="lax")
   params = ref.init(jax.random.key(3), x)
   assert params["params"]["kernel"].shape == (5, 5, 5, 1, 4)
-  for impl in ("s2d", "im2col", "auto"):
+  for impl in ("s2d", "im2col", "planes", "auto"):
     np.testing.assert_allclose(conv3d.Conv3D(4, 5, stride=2, impl=impl).apply(params, x),
                                ref.apply(params, x), rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="even input"):

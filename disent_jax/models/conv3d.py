@@ -1,7 +1,7 @@
 """3D convolutions for the voxel embedder, with implementations that are faster on XLA:CPU.
 
 XLA:CPU's 3D convolutions are about 4x slower than PyTorch's oneDNN kernels on our 2-core machines (forward
-and backward; measured per layer, see README "Performance"). Two exact rewrites close part of that gap:
+and backward; measured per layer, see README "Performance"). Three exact rewrites close part of that gap:
 
 * `conv_s2d`: a stride-2 convolution with an odd kernel (VoxNet's first layer, 1 input channel, 5^3) is a
   stride-1 convolution of the space-to-depth input (2x2x2 blocks -> 8 channels) with the kernel
@@ -9,21 +9,34 @@ and backward; measured per layer, see README "Performance"). Two exact rewrites 
   forward+backward of conv1 at batch 64: 297 ms -> 107 ms. Plain reshapes and a conv, so it is used on every
   backend.
 * `conv_im2col`: a VALID convolution as an explicit patch matrix times the kernel matrix (autodiff does the
-  backward). Measured for conv2 (3^3, 32 -> 32 channels, 14^3): 509 -> ~450 ms. Only used on CPU: on GPU/TPU
-  the native convolution is the fast path and the patch matrix would only cost memory.
+  backward). Measured for conv2 (3^3, 32 -> 32 channels, 14^3): 509 -> ~450 ms.
+* `conv_planes`: the same with patches over each depth plane's (h, w) window only, one product with the
+  kernel regrouped to (kh kw ci, kd co), and the k depth taps summed afterwards: a k times smaller patch
+  matrix (and its backward), for (d / d_out) times the multiply-adds. conv2 forward + backward alone
+  (batch 64, same run): 424 vs 630 ms at 14^3, 304 vs 414 at 12^3, 15 vs 22 at 6^3. The whole Stage I
+  step with conv1 as s2d (2026-11-25, `launch.bench_stage1`, 2 cores, interleaved repeats): 32^3 1019 vs
+  1357 ms and 1108 vs 1260 ms; 24^3 373 vs 419 ms; 16^3 62 vs 79 ms. 'auto' uses it on CPU for every
+  layer s2d does not take. Using it inside s2d too (conv1's stride-1 convolution of 8 channels) was slower
+  (1653 vs 1108 ms at 32^3): that one stays a lax convolution.
+The last two are only used on CPU: on GPU/TPU the native convolution is the fast path and the patch
+matrices would only cost memory.
 
 All implementations compute the same function (tested against `lax.conv_general_dilated`).
 
-Where the rest of the gap is (profile of the benchmark's Stage I step, batch 64, plain 32^3 network, 2
-cores, jax 0.10.2, 2026-11-25; ~960 ms of kernels per step): matrix products 227 ms, the backward of the
-im2col patches (27 slice adjoints, one fused pad-and-add each) 150 ms, transposes of the patch matrix for the
-weight gradient 140 ms, the trilinear rotation's gathers 127 ms, building the patches 91 ms, Adam and
-BatchNorm 72 ms. Most of it is memory traffic of the 382 MB patch matrix of conv2, which oneDNN's direct
-convolutions never build (PyTorch: conv2 forward 46 ms against our 132 ms). Tried on conv2 alone and not
-kept (forward + backward, 351-549 ms against autodiff's 369-386 ms in the same run, the best within the
-noise): a custom VJP with the weight gradient as P^T g, (g^T P)^T or split over 8 batch chunks, and col2im
-as one sum of 27 pads, 27 in-place `.at[].add`s, or 9 pads per depth tap then 3. For the rotation, one gather of 8 packed corner
-values per voxel instead of `map_coordinates`' 8 scalar gathers was 5x slower on XLA:CPU.
+Where the rest of the gap was before `conv_planes` (profile of the benchmark's Stage I step, batch 64, plain
+32^3 network, 2 cores, jax 0.10.2, 2026-11-25; ~960 ms of kernels per step): matrix products 227 ms, the
+backward of the im2col patches (27 slice adjoints, one fused pad-and-add each) 150 ms, transposes of the patch
+matrix for the weight gradient 140 ms, the trilinear rotation's gathers 127 ms, building the patches 91 ms,
+Adam and BatchNorm 72 ms. Most of it is memory traffic of the 382 MB patch matrix of conv2, which oneDNN's
+direct convolutions never build (PyTorch: conv2 forward 46 ms against our 132 ms). Tried on conv2 alone and
+not kept (forward + backward, 351-549 ms against autodiff's 369-386 ms in the same run, the best within the
+noise): a custom VJP with the weight gradient as P^T g, (g^T P)^T or split over 8 batch chunks, and col2im as
+one sum of 27 pads, 27 in-place `.at[].add`s, or 9 pads per depth tap then 3. For the rotation, one gather of
+8 packed corner values per voxel instead of `map_coordinates`' 8 scalar gathers was 5x slower on XLA:CPU. Also
+tried on conv2 alone: 2D convolutions over depth planes as the batch (one conv2d with kd co outputs then the
+depth-tap sum, or k conv2d taps): 1175 and 1766 ms against im2col's 624 ms (XLA:CPU's conv2d backward is slow
+too); XLA's oneDNN rewrites (--xla_cpu_use_onednn, --xla_cpu_experimental_onednn_custom_call) leave the
+convolution untouched on these AMD cores.
 """
 
 from __future__ import annotations
@@ -79,6 +92,24 @@ def conv_im2col(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   return jnp.einsum("bdhwk,ko->bdhwo", jnp.concatenate(cols, axis=-1), w.reshape(-1, co))
 
 
+def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  """VALID convolution as per-depth-plane patches times the kernel matrix, depth taps summed afterwards.
+
+  The patches cover only the k x k (h, w) window of every input depth plane (features ordered kh, kw, ci);
+  one product with the kernel regrouped to (kh kw ci, kd co) gives each plane's contribution to every
+  depth tap, and out[d] = sum_a y[stride d + a, tap a]. The patch matrix is k times smaller than
+  `conv_im2col`'s (k^2 instead of k^3 copies of the input), which is what the step pays for on XLA:CPU.
+  """
+  _, d, h, wd, c = x.shape
+  k, co = w.shape[0], w.shape[-1]
+  od, oh, ow = [(n - k) // stride + 1 for n in (d, h, wd)]
+  cols = jnp.concatenate([x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+                          for i in range(k) for j in range(k)], axis=-1)
+  wm = w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)  # rows (kh, kw, ci), columns (kd, co)
+  y = jnp.einsum("bdhwk,ko->bdhwo", cols, wm).reshape(*cols.shape[:4], k, co)
+  return sum(y[:, a:a + stride * (od - 1) + 1:stride, :, :, a, :] for a in range(k))
+
+
 class Conv3D(nn.Module):
   """A VALID 3D convolution with a choice of implementation (parameters named as nn.Conv's).
 
@@ -87,8 +118,8 @@ class Conv3D(nn.Module):
     kernel_size: cubic kernel size k.
     stride: cubic stride.
     use_bias: add a bias.
-    impl: 'lax', 's2d' (stride 2, odd k, even input), 'im2col', or 'auto': s2d where it applies, else im2col
-      on CPU and lax elsewhere.
+    impl: 'lax', 's2d' (stride 2, odd k, even input), 'im2col', 'planes', or 'auto': s2d where it applies,
+      else planes on CPU and lax elsewhere.
     dtype: computation dtype.
   """
   features: int
@@ -107,9 +138,11 @@ class Conv3D(nn.Module):
     impl = self.impl
     if impl == "auto":
       s2d_ok = self.stride == 2 and k % 2 == 1 and all(n % 2 == 0 for n in x.shape[1:4])
-      impl = "s2d" if s2d_ok else ("im2col" if jax.default_backend() == "cpu" else "lax")
+      impl = "s2d" if s2d_ok else ("planes" if jax.default_backend() == "cpu" else "lax")
     if impl == "s2d":
       y = conv_s2d(x, w)
+    elif impl == "planes":
+      y = conv_planes(x, w, self.stride)
     elif impl == "im2col":
       y = conv_im2col(x, w, self.stride)
     elif impl == "lax":
