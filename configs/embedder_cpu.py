@@ -7,12 +7,12 @@ rotation head, soft anchor labels and residuals trained for all anchors within 4
 term on the shape vector.
 
 Why the box filter on a CPU: pose needs many samples, and the plain 32^3 network trains at ~65-90 samples/s
-on these 2 cores (rotation MedErr still far above 15 deg after 30 minutes), the pooled one at ~650. Why not
+on these 2 cores (rotation MedErr still far above 15 deg after 30 minutes), the pooled one at ~650-900. Why not
 simply 16^3 voxels: rotating a 16^3 grid aliases (thin parts flicker in and out), so the canonical grid of
 a model differs from its rotated grids and the shape vector moves with pose; pooling a rotated 32^3 grid
-gives consistent partial-volume occupancies. Measured on the zoo (README): 20,000 steps, 16.1 min: shape
-top-1 0.983, nearest-neighbour retrieval among canonical vectors 0.889, non-symmetric rotation MedErr 8.5 deg
-(every category <= 13.9 deg); 16^3 voxels: 0.960 / 0.724 / 11.6 deg (10,000 steps, 5.3 min).
+gives consistent partial-volume occupancies. Measured on the zoo (README): 20,000 steps, 14.1 min: shape
+top-1 0.982, nearest-neighbour retrieval among canonical vectors 0.877, non-symmetric rotation MedErr 8.5 deg
+(every category <= 14.7 deg); 16^3 voxels: 0.960 / 0.724 / 11.6 deg (10,000 steps, 5.3 min).
 `--config.model.input_pool=1 --config.train.num_steps=4500` is the plain 32^3 network; the paper-scale
 recipe is configs/embedder_paper.py.
 """
