@@ -57,3 +57,13 @@ def test_module_impls_share_parameters_and_agree():
                                ref.apply(params, x), rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="even input"):
     conv3d.Conv3D(4, 5, stride=2, impl="s2d").apply(params, x[:, :15, :15, :15])
+
+
+@pytest.mark.parametrize("stride,size", [(1, 10), (2, 15)])
+def test_auto_without_s2d_equals_lax(stride, size):
+  # The layers s2d cannot take: a stride-1 layer (planes on CPU) and a strided one on an odd size (im2col).
+  x = jax.random.uniform(jax.random.key(5), (2, size, size, size, 3))
+  ref = conv3d.Conv3D(4, 3, stride=stride, impl="lax")
+  params = ref.init(jax.random.key(6), x)
+  np.testing.assert_allclose(conv3d.Conv3D(4, 3, stride=stride, impl="auto").apply(params, x),
+                             ref.apply(params, x), rtol=1e-4, atol=1e-5)
