@@ -17,8 +17,9 @@ and backward; measured per layer, see README "Performance"). Three exact rewrite
   step with conv1 as s2d (2026-11-25, `launch.bench_stage1`, 2 cores, interleaved repeats): 32^3 1019 vs
   1357 ms and 1108 vs 1260 ms; 24^3 373 vs 419 ms; 16^3 62 vs 79 ms. 'auto' uses it on CPU for the
   stride-1 layers; conv1 with both layers as planes instead of im2col was slower (1978 vs 1830 ms at 32^3,
-  no s2d), so a strided layer s2d cannot take (odd sizes) stays im2col. Using it inside s2d too (conv1's stride-1 convolution of 8 channels) was slower
-  (1653 vs 1108 ms at 32^3): that one stays a lax convolution.
+  no s2d), so a strided layer s2d cannot take (odd sizes) stays im2col. Using it inside s2d too (conv1's
+  stride-1 convolution of 8 channels) was slower (1653 vs 1108 ms at 32^3): that one stays a lax
+  convolution.
 The last two are only used on CPU: on GPU/TPU the native convolution is the fast path and the patch
 matrices would only cost memory.
 
@@ -139,10 +140,12 @@ class Conv3D(nn.Module):
     impl = self.impl
     if impl == "auto":
       s2d_ok = self.stride == 2 and k % 2 == 1 and all(n % 2 == 0 for n in x.shape[1:4])
-      if jax.default_backend() != "cpu":
-        impl = "s2d" if s2d_ok else "lax"
-      else:  # measured for stride 1 only; a strided layer s2d cannot take keeps im2col (module docstring)
-        impl = "s2d" if s2d_ok else ("planes" if self.stride == 1 else "im2col")
+      if s2d_ok:
+        impl = "s2d"
+      elif jax.default_backend() != "cpu":
+        impl = "lax"
+      else:  # planes measured faster for stride 1 only; strided layers keep im2col (module docstring)
+        impl = "planes" if self.stride == 1 else "im2col"
     if impl == "s2d":
       y = conv_s2d(x, w)
     elif impl == "planes":
