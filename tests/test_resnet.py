@@ -160,7 +160,8 @@ def test_batchnorm_statistics_are_global_under_sharded_jit_and_pmap(tiny_variabl
   assert not np.allclose(np.asarray(local).reshape(ref_out.shape), ref_out, atol=1e-3)
 
 
-_CONV_CASES = [(1, 1, 6), (1, 2, 7), (3, 1, 5), (3, 2, 8), (7, 2, 9)]  # kernel, stride, odd/even size
+# kernel, stride, odd/even size; the 3x3 stride-1 ones are Winograd's (an odd size pads one more row).
+_CONV_CASES = [(1, 1, 6), (1, 2, 7), (3, 1, 5), (3, 1, 8), (3, 2, 8), (7, 2, 9)]
 
 
 def test_conv_impls_compute_the_same_function():
@@ -176,11 +177,12 @@ def test_conv_impls_compute_the_same_function():
 
   xs = [_normal(2 * i, (2, size, size, 3)) for i, (_, _, size) in enumerate(_CONV_CASES)]
   ws = [_normal(2 * i + 1, (k, k, 3, 4)) for i, (k, _, _) in enumerate(_CONV_CASES)]
-  for case, (out, grads), (ref, ref_grads) in zip(_CONV_CASES, run(resnet.conv_im2col)(xs, ws),
-                                                  run(resnet.conv_lax)(xs, ws)):
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=str(case))
-    for a, b in zip(grads, ref_grads):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=str(case))
+  refs = run(resnet.conv_lax)(xs, ws)
+  for conv in (resnet.conv_im2col, resnet.conv_winograd):
+    for case, (out, grads), (ref, ref_grads) in zip(_CONV_CASES, run(conv)(xs, ws), refs):
+      np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=f"{conv.__name__} {case}")
+      for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=f"{conv.__name__} {case}")
 
 
 def test_conv_impl_does_not_change_the_network(tiny_variables):
@@ -188,12 +190,24 @@ def test_conv_impl_does_not_change_the_network(tiny_variables):
   lax_model = resnet.create_backbone("resnet_tiny", conv_impl="lax")
   variables = tiny_variables
   ref, _ = jax.jit(functools.partial(_train_apply, lax_model))(variables, x)
-  im2col_model = resnet.create_backbone("resnet_tiny", conv_impl="im2col")
-  out, _ = jax.jit(functools.partial(_train_apply, im2col_model))(variables, x)
-  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+  for impl in ("im2col", "winograd"):
+    model = resnet.create_backbone("resnet_tiny", conv_impl=impl)
+    out, _ = jax.jit(functools.partial(_train_apply, model))(variables, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5, err_msg=impl)
   with pytest.raises(errors.ConfigError, match="conv impl"):
-    jax.eval_shape(lambda: resnet.create_backbone("resnet_tiny", conv_impl="winograd").init(
+    jax.eval_shape(lambda: resnet.create_backbone("resnet_tiny", conv_impl="fft").init(
         jax.random.key(1), x, train=False))
+
+
+@pytest.mark.parametrize("size,channels", [(8, 64), (7, 64), (6, 64), (8, 16)])
+def test_conv_auto_is_the_lax_convolution(size, channels):
+  # On CPU 'auto' takes Winograd for the first two layers (>= 7x7 outputs, >= 64x64 channels) and im2col for
+  # the others; whichever it takes, the function is the convolution.
+  x = _normal(3, (2, size, size, channels))
+  conv = resnet.Conv(64, 3, impl="auto")
+  params = conv.init(jax.random.key(0), x)
+  ref = resnet.conv_lax(x, params["params"]["kernel"], 1, 1)
+  np.testing.assert_allclose(jax.jit(conv.apply)(params, x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_batchnorm_matches_flax_batchnorm():

@@ -38,7 +38,11 @@ one sum of 27 pads, 27 in-place `.at[].add`s, or 9 pads per depth tap then 3. Fo
 tried on conv2 alone: 2D convolutions over depth planes as the batch (one conv2d with kd co outputs then the
 depth-tap sum, or k conv2d taps): 1175 and 1766 ms against im2col's 624 ms (XLA:CPU's conv2d backward is slow
 too); XLA's oneDNN rewrites (--xla_cpu_use_onednn, --xla_cpu_experimental_onednn_custom_call) leave the
-convolution untouched on these AMD cores.
+convolution untouched on these AMD cores. Tried in the whole step on 2026-11-25 (`launch.bench_stage1`,
+interleaved, 'auto' 648 ms per step, PyTorch 347 ms): conv2 by Winograd F(2x2x2, 3x3x3)
+(`winograd.conv3_valid`, 64 batched products of K = 32) 652 ms, level (alone: forward 57 vs 78 ms,
+forward + backward 225 vs 238 ms); s2d's inner convolution as im2col 805 ms, and both 845 ms, although
+im2col alone was faster for that layer in isolation (forward + weight gradient 90 vs 184 ms).
 """
 
 from __future__ import annotations

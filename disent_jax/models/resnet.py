@@ -23,12 +23,22 @@ float32, whatever `dtype` is.
 
 Speed on XLA:CPU (ResNet-50 train step: forward, linear head + cross-entropy, backward, Adam; batch 32,
 64 px; one pinned core of the shared 2-core dev machine, s/step; `disent_jax.bench.flax_resnet`):
-* Convolutions as im2col + one matrix product (`conv_impl='auto'` on CPU): 5.35 -> 1.67 s. XLA:CPU's
+* Convolutions as im2col + one matrix product (`conv_impl='im2col'`; 'auto' on CPU for every layer
+  Winograd does not take, below): 5.35 -> 1.67 s. XLA:CPU's
   own convolutions are slow inside this network, worst for the strided 3x3 ones (lax for just those
   three: +0.77 s) and the small-spatial 3x3 ones of layers 2-4; 1x1 convolutions as plain matrix
   products run 2-3x faster than as convolutions. im2col also beat 9 shifted products and a 3-row variant
   per layer, and lax for only the large stride-1 3x3 layers was level at 64 px and 5% slower at 224 px.
   On GPU/TPU 'auto' keeps lax, the fast path there.
+* 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (`winograd.conv3_valid`: 16 products per 2x2 outputs
+  instead of 36, on a transformed input 4x the input's size instead of im2col's 9x) where the layer is
+  large enough: 'auto' on CPU takes it for >= 7x7 outputs and >= 64x64 channels, im2col otherwise. Per
+  layer (batch 32, forward + backward, 2 cores, 2026-11-25), im2col -> Winograd: 56^2 x 64 ch 244 -> 185
+  ms, 28^2 x 128 190 -> 124, 16^2 x 64 19.0 -> 12.9, 14^2 x 256 161 -> 99, 8^2 x 128 15.2 -> 13.7, 7^2 x 512
+  145 -> 130; losing where the 16 slices' fixed cost dominates: 4^2 x 256 12.2 -> 13.4, 6^2 x 64 2.4 ->
+  3.4, 12^2 x 32 3.4 -> 4.3 (the half-width ResNet-18 of the CPU recipe at 48 px has only such layers,
+  so it keeps im2col). Whole ResNet-50 train step, same runs interleaved: 224 px 3.03-3.17 -> 3.45-3.67
+  img/s (+13-16 %), 64 px 45.3 -> 45.7-49.3 img/s.
 * `BatchNorm` folded into one multiply-add: 1.49 -> 1.44 s (the same as with no BatchNorm at all).
 * Process-level, so not here: glibc malloc tunables (launch/main.py sets them) 1.69 -> 1.40 s.
   XLA flags tried and left out (within noise, or worse): thunk runtime off, fast math, oneDNN / XNNPACK
@@ -53,6 +63,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from disent_jax import errors
+from disent_jax.models import winograd
 
 # torchvision's nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"): N(0, 2 / fan_out).
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -84,7 +95,24 @@ def conv_im2col(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
   return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(cols, axis=-1), w.reshape(-1, w.shape[-1]))
 
 
-_CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col}
+def conv_winograd(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+  """The same convolution by Winograd F(2x2, 3x3) (`winograd.conv3_valid`) for a 3x3 kernel, stride 1, pad
+  1; an odd input size gets one more row/column of zeros (its extra output is cropped). Other kernels and
+  strides fall back to `conv_im2col`."""
+  if w.shape[:2] != (3, 3) or stride != 1 or pad != 1:
+    return conv_im2col(x, w, stride, pad)
+  h, wd = x.shape[1:3]
+  x = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + wd % 2), (0, 0)))
+  return winograd.conv3_valid(x, w)[:, :h, :wd]
+
+
+def _winograd_pays(x: jax.Array, w: jax.Array, stride: int) -> bool:
+  """Whether F(2x2, 3x3) beats im2col for this layer on XLA:CPU (see the module docstring)."""
+  h, wd, c_in = x.shape[1:]
+  return w.shape[:2] == (3, 3) and stride == 1 and h * wd >= 49 and c_in * w.shape[-1] >= 64 * 64
+
+
+_CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col, "winograd": conv_winograd}
 
 
 class Conv(nn.Module):
@@ -96,7 +124,9 @@ class Conv(nn.Module):
     features: output channels.
     kernel_size: square kernel size k (padding (k - 1) // 2 on every side).
     stride: square stride.
-    impl: 'lax', 'im2col', or 'auto' (im2col on CPU, lax elsewhere; see the module docstring).
+    impl: 'lax', 'im2col', 'winograd' (3x3 stride-1 layers; im2col for the others), or 'auto': on CPU
+      winograd for the 3x3 stride-1 layers where it pays and im2col for the rest, lax elsewhere (see the
+      module docstring).
     dtype: computation dtype.
   """
   features: int
@@ -110,8 +140,10 @@ class Conv(nn.Module):
     k = self.kernel_size
     w = self.param("kernel", _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
     impl = self.impl
-    if impl == "auto":
-      impl = "im2col" if jax.default_backend() == "cpu" else "lax"
+    if impl == "auto" and jax.default_backend() != "cpu":
+      impl = "lax"
+    elif impl == "auto":
+      impl = "winograd" if _winograd_pays(x, w, self.stride) else "im2col"
     if impl not in _CONV_IMPLS:
       raise errors.ConfigError(f"conv impl must be 'auto' or one of {sorted(_CONV_IMPLS)}, got {impl!r}")
     return _CONV_IMPLS[impl](x.astype(self.dtype), w.astype(self.dtype), self.stride, (k - 1) // 2)
@@ -229,7 +261,8 @@ class ResNet(nn.Module):
     bn_momentum: running-average decay of the BatchNorm statistics (flax convention: 0.9 is torch's 0.1).
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
     zero_init_residual: start each block's last BN scale at 0 (default False: torchvision's init).
-    conv_impl: 'auto' (im2col on CPU, lax elsewhere), 'lax' or 'im2col'; all compute the same function.
+    conv_impl: 'auto' (Winograd or im2col on CPU, lax elsewhere; see `Conv`), 'lax', 'im2col' or
+      'winograd'; all compute the same function.
   """
   stage_sizes: tuple[int, ...]
   block: str
