@@ -169,6 +169,28 @@ def test_ratio_means_ours_is_better():
   assert suite.Row("c", "ms", 1.0, None).ratio is None
 
 
+def test_time_interleaved_rounds_and_warmup():
+  """First calls apart, then `warmup` untimed rounds, then timed rounds, alternating between callables."""
+  import time
+  from disent_jax.bench import timing
+  order = []
+
+  def make(name, slow_calls):
+    def fn():
+      # Slow for the first `slow_calls` calls (compile, then a heap that is still growing), fast after.
+      time.sleep(0.04 if order.count(name) < slow_calls else 0.002)
+      order.append(name)
+    return fn
+
+  t = timing.time_interleaved({"a": make("a", 3), "b": make("b", 1)}, 3, warmup=2)
+  assert order == ["a", "b"] + ["a", "b"] * 5
+  assert len(t["a"].times_s) == len(t["b"].times_s) == 3
+  assert t["a"].first_s >= 0.04 and t["a"].median_s < 0.02  # the 2 slow calls after the first: untimed
+  order.clear()
+  t = timing.time_interleaved({"a": make("a", 3)}, 3)  # no warm-up: the slow calls are in the median
+  assert t["a"].median_s >= 0.04
+
+
 def test_time_steps_counts_the_first_call_apart():
   """The first call (compile) is timed on its own; the median is of the `steps` later calls."""
   import time

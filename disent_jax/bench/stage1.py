@@ -117,7 +117,8 @@ def make_torch_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
 
 
 def bench_stage1(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int, repeats: int,
-                 impls: tuple[str | None, ...] = (None,), torch_threads: int | None = None) -> dict:
+                 impls: tuple[str | None, ...] = (None,), torch_threads: int | None = None,
+                 warmup: int = 1) -> dict:
   """Seconds per step of ours (each impl) and PyTorch, interleaved.
 
   Args:
@@ -127,6 +128,7 @@ def bench_stage1(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int, repeats
     repeats: timed repeats (median reported).
     impls: our conv implementations (None: the default config's).
     torch_threads: PyTorch's thread count (None: the CPU count).
+    warmup: untimed interleaved rounds (of `steps` steps each) before the timed ones (`timing` says why).
 
   Returns:
     dict: variants -> {'step_s', 'compile_s', 'params'} (keys 'jax conv_impl=...' and, when PyTorch is
@@ -137,7 +139,7 @@ def bench_stage1(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int, repeats
   t = make_torch_run(bank, batch, steps, torch_threads)
   if t is not None:
     runners["pytorch"] = t
-  times = timing.time_interleaved({k: run for k, (run, _) in runners.items()}, repeats)
+  times = timing.time_interleaved({k: run for k, (run, _) in runners.items()}, repeats, warmup=warmup)
   variants = {k: {"step_s": times[k].median_s / steps, "compile_s": times[k].compile_s,
                   "params": params} for k, (_, params) in runners.items()}
   return {"variants": variants, "torch_installed": t is not None}

@@ -38,6 +38,8 @@ from typing import Any, Callable
 from disent_jax.errors import ConfigError
 
 DEFAULT_CACHE = "/tmp/disent_jax_bench_cache"
+# Untimed rounds before the timed ones for the train-step and inference rows (`timing` says why).
+STEP_WARMUP = 2
 
 
 @dataclasses.dataclass
@@ -333,7 +335,7 @@ def _time_train_steps(backbone: str, px: int, b: int, n: int, repeats: int,
   if torch_version() is not None:
     torch_step, torch_params = torch_resnet.make_train_step(backbone, px, b, threads)
     runners["torch"] = lambda: [torch_step() for _ in range(n)]
-  return timing.time_interleaved(runners, repeats), params, torch_params
+  return timing.time_interleaved(runners, repeats, warmup=STEP_WARMUP), params, torch_params
 
 
 @register("stage2")
@@ -380,7 +382,7 @@ def inference_rows(s: SuiteSettings) -> list[Row]:
   rows = []
   for b in batches:
     runners = {"ours": ours[b]} if alt_runs is None else {"ours": ours[b], "torch": alt_runs[0][b]}
-    t = timing.time_interleaved(runners, s.repeats)
+    t = timing.time_interleaved(runners, s.repeats, warmup=STEP_WARMUP)
     alt = t.get("torch")
     if b == 1:  # a latency
       unit, ours_v, alt_v = "ms/image", t["ours"].median_s * 1e3, alt.median_s * 1e3 if alt else None

@@ -4,7 +4,10 @@ Every benchmark times several things that do the same work (ours and an alternat
 interleaved (a, b, a, b, ...) rather than one after the other, so that a burst of load from someone else
 on a shared machine hits all of them alike, and the median of the repeats is reported. The first call of
 each is timed on its own: for jitted code it includes tracing and compilation, so "compile time" is
-reported as first call minus the steady-state median.
+reported as first call minus the steady-state median. Rows whose steady state takes a few calls to reach
+(the train steps: under the launchers' malloc settings the heap grows over the first steps, measured 1.03
+and 0.95 s for the ResNet-50 64 px step's first two timed calls against 0.70-0.73 s after) ask for untimed
+warm-up rounds; training runs thousands of steps, so the steady state is what a user gets.
 
 The callables must block until their work is done (`jax.block_until_ready`), or only dispatch is timed.
 """
@@ -38,13 +41,14 @@ class Timing:
     return max(self.first_s - self.median_s, 0.0)
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, *,
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, *, warmup: int = 0,
                      max_seconds: float | None = None, min_repeats: int = 3) -> dict[str, Timing]:
-  """Times each callable's first call, then `repeats` interleaved rounds of all of them.
+  """Times each callable's first call, then `warmup` untimed and `repeats` timed interleaved rounds.
 
   Args:
     fns: name -> callable doing (and waiting for) one unit of work.
     repeats: timed rounds.
+    warmup: untimed rounds after the first calls, before the timed ones.
     max_seconds: stop after the round during which this many seconds of timed rounds have passed, once at
       least `min_repeats` rounds are done (long rows, e.g. retrieval over 1e6 entries, stay bounded).
     min_repeats: see max_seconds.
@@ -59,6 +63,9 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeats: int, *,
     start = time.perf_counter()
     fn()
     first[name] = time.perf_counter() - start
+  for _ in range(warmup):
+    for fn in fns.values():
+      fn()
   times: dict[str, list[float]] = {name: [] for name in fns}
   began = time.perf_counter()
   for r in range(repeats):
