@@ -39,6 +39,12 @@ Speed on XLA:CPU (ResNet-50 train step: forward, linear head + cross-entropy, ba
   3.4, 12^2 x 32 3.4 -> 4.3 (the half-width ResNet-18 of the CPU recipe at 48 px has only such layers,
   so it keeps im2col). Whole ResNet-50 train step, same runs interleaved: 224 px 3.03-3.17 -> 3.45-3.67
   img/s (+13-16 %), 64 px 45.3 -> 45.7-49.3 img/s.
+* Tried on 2026-11-25 and not kept: the stem's max-pool as 9 strided slices with a first-maximum custom
+  VJP. XLA:CPU differentiates `reduce_window` max into a select-and-scatter that fills one int32 index
+  array per dimension (profile at 224 px: ~1.4 s of thread time in those ops), and the pool alone ran 224
+  -> 51 ms forward + backward, but the whole step did not move (224 px 9.73 vs 9.88 s, 64 px 0.693 vs
+  0.702 s, interleaved; presumably XLA ran that work concurrently with other ops). Turning XLA's YNNPACK
+  dot fusions off (`--xla_cpu_experimental_ynn_fusion_type=`) made the 64 px step 1.4-1.7x slower.
 * `BatchNorm` folded into one multiply-add: 1.49 -> 1.44 s (the same as with no BatchNorm at all).
 * Process-level, so not here: glibc malloc tunables (launch/main.py sets them) 1.69 -> 1.40 s.
   XLA flags tried and left out (within noise, or worse): thunk runtime off, fast math, oneDNN / XNNPACK
