@@ -32,7 +32,7 @@ Speed on XLA:CPU (ResNet-50 train step: forward, linear head + cross-entropy, ba
   On GPU/TPU 'auto' keeps lax, the fast path there.
 * 3x3 stride-1 convolutions by Winograd F(2x2, 3x3) (`winograd.conv3_valid`: 16 products per 2x2 outputs
   instead of 36, on a transformed input 4x the input's size instead of im2col's 9x) where the layer is
-  large enough: 'auto' on CPU takes it for >= 7x7 outputs and >= 64x64 channels, im2col otherwise. Per
+  large enough: 'auto' on CPU takes it from 49 (7x7) outputs and 64x64 channels up, im2col otherwise. Per
   layer (batch 32, forward + backward, 2 cores, 2026-11-25), im2col -> Winograd: 56^2 x 64 ch 244 -> 185
   ms, 28^2 x 128 190 -> 124, 16^2 x 64 19.0 -> 12.9, 14^2 x 256 161 -> 99, 8^2 x 128 15.2 -> 13.7, 7^2 x 512
   145 -> 130; losing where the 16 slices' fixed cost dominates: 4^2 x 256 12.2 -> 13.4, 6^2 x 64 2.4 ->
