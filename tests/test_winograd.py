@@ -25,11 +25,15 @@ def test_conv3_valid_equals_the_direct_convolution(spatial):
   x = rng.standard_normal((2, *spatial, 3)).astype(np.float32)
   w = rng.standard_normal((3,) * n + (3, 5)).astype(np.float32)
   ct = rng.standard_normal((2, *(s - 2 for s in spatial), 5)).astype(np.float32)
-  out = winograd.conv3_valid(x, w)
-  np.testing.assert_allclose(out, _direct(x, w), rtol=1e-5, atol=1e-5)
-  # Gradients against a random cotangent (a sum would hide a permutation of the outputs).
-  g = jax.grad(lambda x, w: jnp.sum(winograd.conv3_valid(x, w) * ct), (0, 1))(x, w)
-  g_ref = jax.grad(lambda x, w: jnp.sum(_direct(x, w) * ct), (0, 1))(x, w)
+  # Jitted (eagerly every small op compiles on its own); gradients against a random cotangent, as a sum
+  # would hide a permutation of the outputs.
+  @jax.jit
+  def outputs_and_gradients(x, w):
+    return [(conv(x, w), jax.grad(lambda x, w: jnp.sum(conv(x, w) * ct), (0, 1))(x, w))
+            for conv in (winograd.conv3_valid, _direct)]
+
+  (out, g), (ref, g_ref) = outputs_and_gradients(x, w)
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
   for a, b in zip(g, g_ref):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
