@@ -101,21 +101,26 @@ def conv_im2col(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
   return jnp.einsum("bhwk,ko->bhwo", jnp.concatenate(cols, axis=-1), w.reshape(-1, w.shape[-1]))
 
 
+def _winograd_applies(w: jax.Array, stride: int, pad: int) -> bool:
+  """Whether `conv_winograd` computes this layer by Winograd: a 3x3 kernel, stride 1, pad 1."""
+  return w.shape[:2] == (3, 3) and stride == 1 and pad == 1
+
+
 def conv_winograd(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
   """The same convolution by Winograd F(2x2, 3x3) (`winograd.conv3_valid`) for a 3x3 kernel, stride 1, pad
   1; an odd input size gets one more row/column of zeros (its extra output is cropped). Other kernels and
   strides fall back to `conv_im2col`."""
-  if w.shape[:2] != (3, 3) or stride != 1 or pad != 1:
+  if not _winograd_applies(w, stride, pad):
     return conv_im2col(x, w, stride, pad)
   h, wd = x.shape[1:3]
   x = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + wd % 2), (0, 0)))
   return winograd.conv3_valid(x, w)[:, :h, :wd]
 
 
-def _winograd_pays(x: jax.Array, w: jax.Array, stride: int) -> bool:
-  """Whether F(2x2, 3x3) beats im2col for this layer on XLA:CPU (see the module docstring)."""
+def _winograd_pays(x: jax.Array, w: jax.Array, stride: int, pad: int) -> bool:
+  """Whether F(2x2, 3x3) applies and beats im2col for this layer on XLA:CPU (see the module docstring)."""
   h, wd, c_in = x.shape[1:]
-  return w.shape[:2] == (3, 3) and stride == 1 and h * wd >= 49 and c_in * w.shape[-1] >= 64 * 64
+  return _winograd_applies(w, stride, pad) and h * wd >= 49 and c_in * w.shape[-1] >= 64 * 64
 
 
 _CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col, "winograd": conv_winograd}
@@ -149,7 +154,7 @@ class Conv(nn.Module):
     if impl == "auto" and jax.default_backend() != "cpu":
       impl = "lax"
     elif impl == "auto":
-      impl = "winograd" if _winograd_pays(x, w, self.stride) else "im2col"
+      impl = "winograd" if _winograd_pays(x, w, self.stride, (k - 1) // 2) else "im2col"
     if impl not in _CONV_IMPLS:
       raise errors.ConfigError(f"conv impl must be 'auto' or one of {sorted(_CONV_IMPLS)}, got {impl!r}")
     return _CONV_IMPLS[impl](x.astype(self.dtype), w.astype(self.dtype), self.stride, (k - 1) // 2)
