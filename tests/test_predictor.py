@@ -1,12 +1,14 @@
 """The user-facing Predictor and `launch.predict` on a tiny model trained end to end once per session.
 
-`trained_tiny_workdir` (also used by test_notebook.py) trains the tiny config end to end (Stage I, the
-rendered dataset, Stage II, evaluation) once per pytest session under the session's base temp folder.
+`trained_tiny_workdir` (also used by test_notebook.py and test_viewpoint_check.py) trains the tiny config end
+to end (Stage I, the rendered dataset, Stage II, evaluation) once per pytest session under the session's base
+temp folder; under pytest-xdist, once for all workers (the folder their base temps share, behind a lock).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import json
 import math
@@ -35,14 +37,25 @@ def tiny_config():
 
 
 def trained_tiny_workdir(tmp_path_factory) -> str:
-  """A workdir with the tiny config trained end to end; built once per session, then reused."""
-  root = tmp_path_factory.getbasetemp() / "tiny_end_to_end"
+  """A workdir with the tiny config trained end to end; built once per session, then reused.
+
+  Under pytest-xdist each worker has its own base temp inside one folder per session: the workdir lives
+  there and the first worker to need it trains it while the others wait on the lock (training takes ~30 s
+  with both cores, against twice that if every worker trained its own copy at the same time).
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  root = base / "tiny_end_to_end"
+  root.mkdir(parents=True, exist_ok=True)
   workdir = root / "workdir"
   done = root / "done"
-  if not done.exists():
-    workdir.mkdir(parents=True, exist_ok=True)
-    end_to_end.run(tiny_config(), str(workdir))
-    done.write_text("ok")
+  with open(root / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      workdir.mkdir(exist_ok=True)
+      end_to_end.run(tiny_config(), str(workdir))
+      done.write_text("ok")
   return str(workdir)
 
 
