@@ -57,6 +57,9 @@ def test_module_impls_share_parameters_and_agree():
                                ref.apply(params, x), rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="even input"):
     conv3d.Conv3D(4, 5, stride=2, impl="s2d").apply(params, x[:, :15, :15, :15])
+  # s2d computes a stride-2 convolution: asked for another stride it must refuse, not change the network.
+  with pytest.raises(ValueError, match="'s2d' needs stride 2, got stride 1"):
+    conv3d.Conv3D(4, 5, stride=1, impl="s2d").init(jax.random.key(3), x)
 
 
 @pytest.mark.parametrize("stride,size", [(1, 10), (2, 15)])

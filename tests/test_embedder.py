@@ -35,3 +35,22 @@ def test_input_pool_equals_the_unpooled_network_on_box_filtered_volumes():
 def test_input_pool_refuses_an_indivisible_resolution():
   with pytest.raises(ValueError, match="input_pool=2 needs a resolution divisible by 2"):
     _model(2).init(jax.random.key(0), jnp.zeros((1, 31, 31, 31)), train=False)
+
+
+def test_every_conv_impl_is_the_same_network():
+  """conv_impl changes how the convolutions are computed, never the network: same parameters, same outputs
+  ('s2d' names conv1's rewrite; a stride-2 conv2 would shrink the embedding layer's input)."""
+  vols = (jax.random.uniform(jax.random.key(0), (2, 16, 16, 16)) > 0.5).astype(jnp.float32)
+
+  def model(impl):
+    return embedder.VoxelEmbedder(num_models=5, num_anchors=4, shape_dim=3, pose_dim=2, conv_features=(4, 4),
+                                  conv_impl=impl)
+
+  variables = model("lax").init(jax.random.key(1), vols, train=False)
+  ref = model("lax").apply(variables, vols, train=False)
+  for impl in ("s2d", "im2col", "planes", "auto"):
+    shapes = jax.tree.map(jnp.shape, model(impl).init(jax.random.key(1), vols, train=False))
+    assert shapes == jax.tree.map(jnp.shape, variables), impl
+    out = model(impl).apply(variables, vols, train=False)
+    for k in ref:
+      np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=f"{impl} {k}")

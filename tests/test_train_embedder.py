@@ -108,3 +108,15 @@ def test_eight_devices_agree_with_one(tmp_path, cache_dir, parallel):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   for a, b in zip(jax.tree.leaves(ref_stats), jax.tree.leaves(stats)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_rotation_sampler_follows_the_first_layers_input():
+  """The gather sampler where conv1 reads the rotated volume directly on CPU; map_coordinates where the
+  box filter reads it (both samplers compute the same volumes: tests/test_rotate.py)."""
+  from configs import default as default_config
+  config = default_config.get_config()
+  assert jax.default_backend() == "cpu"
+  config.model.input_pool = 1
+  assert train_embedder.rotation_sampler(config) == "gather"
+  config.model.input_pool = 2
+  assert train_embedder.rotation_sampler(config) == "map_coordinates"

@@ -64,7 +64,8 @@ def make_ours_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
                                     resolution=bank.resolution, tx=tx),
                   out_shardings=train_lib.replicated_sharding(mesh))(jax.random.key(0))
   loss_kwargs = train_embedder._loss_kwargs(config)  # pylint: disable=protected-access
-  step = jax.jit(functools.partial(train_embedder.train_step, batch_size=batch, loss_kwargs=loss_kwargs),
+  step = jax.jit(functools.partial(train_embedder.train_step, batch_size=batch, loss_kwargs=loss_kwargs,
+                                   sampler=train_embedder.rotation_sampler(config)),
                  donate_argnums=(0,))
   vols = jnp.asarray(bank.volumes)
   anc = jnp.asarray(anchors, jnp.float32)

@@ -6,8 +6,12 @@ and backward; measured per layer, see README "Performance"). Three exact rewrite
 * `conv_s2d`: a stride-2 convolution with an odd kernel (VoxNet's first layer, 1 input channel, 5^3) is a
   stride-1 convolution of the space-to-depth input (2x2x2 blocks -> 8 channels) with the kernel
   zero-padded to an even size and regrouped: out[o] = sum_k x[2o + k] w[k] with k = 2a + r. Measured
-  forward+backward of conv1 at batch 64: 297 ms -> 107 ms. Plain reshapes and a conv, so it is used on every
-  backend.
+  forward+backward of conv1 at batch 64: 297 ms -> 107 ms. Plain reshapes and a conv; 'auto' uses it off
+  CPU. On CPU it was 'auto''s choice for conv1 until 2026-11-25: once the rotated volume is built once
+  (`cad.rotate._trilinear`), conv1 as im2col (autodiff) is faster in the whole Stage I step (32^3, batch
+  64, interleaved: s2d 735, im2col 642, s2d + im2col inside 735, a custom-VJP s2d + patches matmul 661 ms;
+  forward + weight gradient of conv1 alone: s2d 317-371, im2col 93 ms), and level or faster where the
+  input is pooled first (CPU recipe, batch 32: 43.5 vs 45.8 ms) or at 16^3 (demo: 23.9 vs 27.6 ms).
 * `conv_im2col`: a VALID convolution as an explicit patch matrix times the kernel matrix (autodiff does the
   backward). Measured for conv2 (3^3, 32 -> 32 channels, 14^3): 509 -> ~450 ms.
 * `conv_planes`: the same with patches over each depth plane's (h, w) window only, one product with the
@@ -124,8 +128,8 @@ class Conv3D(nn.Module):
     kernel_size: cubic kernel size k.
     stride: cubic stride.
     use_bias: add a bias.
-    impl: 'lax', 's2d' (stride 2, odd k, even input), 'im2col', 'planes', or 'auto': s2d where it applies,
-      else on CPU planes (stride 1) or im2col (strided), and lax elsewhere.
+    impl: 'lax', 's2d' (stride 2, odd k, even input), 'im2col', 'planes', or 'auto': on CPU planes
+      (stride 1) or im2col (strided); elsewhere s2d where it applies, else lax.
     dtype: computation dtype.
   """
   features: int
@@ -144,13 +148,13 @@ class Conv3D(nn.Module):
     impl = self.impl
     if impl == "auto":
       s2d_ok = self.stride == 2 and k % 2 == 1 and all(n % 2 == 0 for n in x.shape[1:4])
-      if s2d_ok:
-        impl = "s2d"
-      elif jax.default_backend() != "cpu":
-        impl = "lax"
-      else:  # planes measured faster for stride 1 only; strided layers keep im2col (module docstring)
+      if jax.default_backend() != "cpu":
+        impl = "s2d" if s2d_ok else "lax"
+      else:  # planes measured faster for stride 1 only, im2col for strided layers (module docstring)
         impl = "planes" if self.stride == 1 else "im2col"
     if impl == "s2d":
+      if self.stride != 2:  # conv_s2d computes a stride-2 convolution; anything else would be wrong silently
+        raise ValueError(f"conv impl 's2d' needs stride 2, got stride {self.stride} (use 'auto')")
       y = conv_s2d(x, w)
     elif impl == "planes":
       y = conv_planes(x, w, self.stride)

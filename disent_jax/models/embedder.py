@@ -58,7 +58,8 @@ class VoxelEmbedder(nn.Module):
     embedding_activation: 'none' (linear embedding), 'relu' or 'tanh'.
     head_hidden: hidden width of the rotation head (0: linear).
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
-    conv_impl: convolution implementation, see `conv3d.Conv3D` ('auto' picks the fastest exact one).
+    conv_impl: convolution implementation, see `conv3d.Conv3D` ('auto' picks the fastest exact one;
+      's2d' applies to conv1, conv2 then takes 'auto').
     input_pool: box-filter factor f applied to the input volume first (1: none; R must divide by f).
     dtype: computation dtype (parameters stay float32).
   """
@@ -104,7 +105,9 @@ class VoxelEmbedder(nn.Module):
     x = conv3d.Conv3D(c1, 5, stride=2, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
                       name="conv1")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn1"), 0.1)
-    x = conv3d.Conv3D(c2, 3, use_bias=bias, impl=self.conv_impl, dtype=self.dtype, name="conv2")(x)
+    # 's2d' is a stride-2 rewrite: it names conv1's implementation, the stride-1 conv2 takes 'auto'.
+    impl2 = "auto" if self.conv_impl == "s2d" else self.conv_impl
+    x = conv3d.Conv3D(c2, 3, use_bias=bias, impl=impl2, dtype=self.dtype, name="conv2")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn2"), 0.1)
     x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
     x = x.reshape(x.shape[0], -1)
