@@ -51,6 +51,8 @@ im2col alone was faster for that layer in isolation (forward + weight gradient 9
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -92,16 +94,61 @@ def conv_s2d(x: jax.Array, w: jax.Array) -> jax.Array:
   return lax.conv_general_dilated(xs, wp, (1, 1, 1), "VALID", dimension_numbers=_DN)
 
 
-def conv_im2col(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
-  """VALID convolution as (patches @ kernel matrix); patch features ordered (kd, kh, kw, ci)."""
-  k, co = w.shape[0], w.shape[-1]
+def _im2col_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
+  """(B, od, oh, ow, k^3 Ci) patches of a VALID convolution, features ordered (kd, kh, kw, ci)."""
   out = [(n - k) // stride + 1 for n in x.shape[1:4]]
   cols = [x[:, a:a + stride * (out[0] - 1) + 1:stride, b:b + stride * (out[1] - 1) + 1:stride,
             c:c + stride * (out[2] - 1) + 1:stride, :]
           for a in range(k) for b in range(k) for c in range(k)]
-  return jnp.einsum("bdhwk,ko->bdhwo", jnp.concatenate(cols, axis=-1), w.reshape(-1, co))
+  return jnp.concatenate(cols, axis=-1)
 
 
+def _weight_grad(g_t: jax.Array, cols: jax.Array) -> jax.Array:
+  """g_t (M, N) @ cols (N, K) -> (M, K): the weight gradient of a patches @ matrix product.
+
+  Written with the output-gradient transposed first so that the product is an ordinary (M, N) @ (N, K)
+  matmul that XLA:CPU hands to YNNPACK. Autodiff's form, patches^T @ g, contracts the long leading axis of
+  both operands and ran in XLA's slower fallback dot (Stage I conv2: ~100 ms against YNNPACK's ~55 ms for
+  the same 7 GFLOP; batch 64 at 32^3, 2 cores). Callers reshape the result before transposing it: XLA
+  folds a transpose of a 2D dot's result back into the dot, which restores the slow form.
+  """
+  return g_t @ cols
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_im2col(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  """VALID convolution as (patches @ kernel matrix); patch features ordered (kd, kh, kw, ci).
+
+  The backward is written out (`_weight_grad` says why); it computes autodiff's gradients.
+  """
+  k, co = w.shape[0], w.shape[-1]
+  return jnp.einsum("bdhwk,ko->bdhwo", _im2col_patches(x, k, stride), w.reshape(-1, co))
+
+
+def _im2col_fwd(x, w, stride):
+  return conv_im2col(x, w, stride), (x, w)
+
+
+def _im2col_bwd(stride, res, g):
+  x, w = res
+  k, ci, co = w.shape[0], w.shape[3], w.shape[4]
+  cols, cols_vjp = jax.vjp(lambda v: _im2col_patches(v, k, stride), x)
+  dx = cols_vjp(jnp.einsum("bdhwo,ko->bdhwk", g, w.reshape(-1, co)))[0]
+  dw_t = _weight_grad(g.reshape(-1, co).T, cols.reshape(-1, cols.shape[-1]))  # (co, k^3 ci)
+  return dx, dw_t.reshape(co, k, k, k, ci).transpose(1, 2, 3, 4, 0)
+
+
+conv_im2col.defvjp(_im2col_fwd, _im2col_bwd)
+
+
+def _plane_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
+  """(B, D, oh, ow, k^2 Ci): the (h, w) patches of every input depth plane, features ordered (kh, kw, ci)."""
+  oh, ow = [(n - k) // stride + 1 for n in x.shape[2:4]]
+  return jnp.concatenate([x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+                          for i in range(k) for j in range(k)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   """VALID convolution as per-depth-plane patches times the kernel matrix, depth taps summed afterwards.
 
@@ -109,15 +156,42 @@ def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   one product with the kernel regrouped to (kh kw ci, kd co) gives each plane's contribution to every
   depth tap, and out[d] = sum_a y[stride d + a, tap a]. The patch matrix is k times smaller than
   `conv_im2col`'s (k^2 instead of k^3 copies of the input), which is what the step pays for on XLA:CPU.
+  The backward is written out (`_weight_grad` says why); it computes autodiff's gradients.
   """
-  _, d, h, wd, c = x.shape
-  k, co = w.shape[0], w.shape[-1]
-  od, oh, ow = [(n - k) // stride + 1 for n in (d, h, wd)]
-  cols = jnp.concatenate([x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
-                          for i in range(k) for j in range(k)], axis=-1)
+  d = x.shape[1]
+  k, c, co = w.shape[0], w.shape[3], w.shape[4]
+  od = (d - k) // stride + 1
+  cols = _plane_patches(x, k, stride)
   wm = w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)  # rows (kh, kw, ci), columns (kd, co)
   y = jnp.einsum("bdhwk,ko->bdhwo", cols, wm).reshape(*cols.shape[:4], k, co)
   return sum(y[:, a:a + stride * (od - 1) + 1:stride, :, :, a, :] for a in range(k))
+
+
+def _planes_fwd(x, w, stride):
+  return conv_planes(x, w, stride), (x, w)
+
+
+def _planes_bwd(stride, res, g):
+  x, w = res
+  d = x.shape[1]
+  k, c, co = w.shape[0], w.shape[3], w.shape[4]
+  od = g.shape[1]
+  cols, cols_vjp = jax.vjp(lambda v: _plane_patches(v, k, stride), x)
+  # The gradient of each depth tap's plane products: g moved to the planes it came from, zero elsewhere.
+  zero = jnp.zeros((), g.dtype)
+  taps = [lax.pad(g, zero, ((0, 0, 0), (a, d - a - stride * (od - 1) - 1, stride - 1), (0, 0, 0), (0, 0, 0),
+                            (0, 0, 0)))
+          for a in range(k)]
+  gy = jnp.stack(taps, axis=-2)  # (B, D, oh, ow, kd, co)
+  wm = w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)
+  dx = cols_vjp(jnp.einsum("bdhwo,ko->bdhwk", gy.reshape(*gy.shape[:4], k * co), wm))[0]
+  # Rows (kd, co) of the transposed gradient built tap by tap (a concatenation, not a transpose XLA folds).
+  g_t = jnp.concatenate([t.reshape(-1, co).T for t in taps], axis=0)
+  dwm_t = _weight_grad(g_t, cols.reshape(-1, cols.shape[-1]))  # (kd co, kh kw ci)
+  return dx, dwm_t.reshape(k, co, k, k, c).transpose(0, 2, 3, 4, 1)
+
+
+conv_planes.defvjp(_planes_fwd, _planes_bwd)
 
 
 class Conv3D(nn.Module):
