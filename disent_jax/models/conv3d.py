@@ -8,12 +8,12 @@ and backward; measured per layer, see README "Performance"). Three exact rewrite
   zero-padded to an even size and regrouped: out[o] = sum_k x[2o + k] w[k] with k = 2a + r. Measured
   forward+backward of conv1 at batch 64: 297 ms -> 107 ms. Plain reshapes and a conv; 'auto' uses it off
   CPU. On CPU it was 'auto''s choice for conv1 until 2026-11-25: once the rotated volume is built once
-  (`cad.rotate._trilinear`), conv1 as im2col (autodiff) is faster in the whole Stage I step (32^3, batch
-  64, interleaved: s2d 735, im2col 642, s2d + im2col inside 735, a custom-VJP s2d + patches matmul 661 ms;
-  forward + weight gradient of conv1 alone: s2d 317-371, im2col 93 ms), and level or faster where the
-  input is pooled first (CPU recipe, batch 32: 43.5 vs 45.8 ms) or at 16^3 (demo: 23.9 vs 27.6 ms).
-* `conv_im2col`: a VALID convolution as an explicit patch matrix times the kernel matrix (autodiff does the
-  backward). Measured for conv2 (3^3, 32 -> 32 channels, 14^3): 509 -> ~450 ms.
+  (`cad.rotate._trilinear`), conv1 as im2col is faster in the whole Stage I step (32^3, batch 64,
+  interleaved, autodiff backward: s2d 735, im2col 642, s2d + im2col inside 735 ms; forward + weight
+  gradient of conv1 alone: s2d 317-371, im2col 93 ms), and level or faster where the input is pooled first
+  (CPU recipe, batch 32: 43.5 vs 45.8 ms) or at 16^3 (demo: 23.9 vs 27.6 ms).
+* `conv_im2col`: a VALID convolution as an explicit patch matrix times the kernel matrix. Measured for
+  conv2 (3^3, 32 -> 32 channels, 14^3): 509 -> ~450 ms.
 * `conv_planes`: the same with patches over each depth plane's (h, w) window only, one product with the
   kernel regrouped to (kh kw ci, kd co), and the k depth taps summed afterwards: a k times smaller patch
   matrix (and its backward), for (d / d_out) times the multiply-adds. conv2 forward + backward alone
@@ -25,18 +25,24 @@ and backward; measured per layer, see README "Performance"). Three exact rewrite
   stride-1 convolution of 8 channels) was slower (1653 vs 1108 ms at 32^3): that one stays a lax
   convolution.
 The last two are only used on CPU: on GPU/TPU the native convolution is the fast path and the patch
-matrices would only cost memory.
+matrices would only cost memory. Their backward is written out (custom VJPs) for one reason: the weight
+gradient as g^T @ patches, an ordinary matmul that XLA:CPU gives YNNPACK, where autodiff's patches^T @ g
+(and a plain (g^T P)^T, which XLA folds back into it) ran in XLA's slower fallback dot: the Stage I step
+587 -> 525 ms (32^3, batch 64, interleaved, 9 repeats, every pair faster), the CPU recipe's network level
+(31.3 / 31.1 ms), 16^3 27.7 -> 25.9 ms. The same rewrite of ResNet's im2col changed nothing (224 px
+10.9 / 10.9 s per step, 64 px 0.985 / 0.963 s), so `resnet.py` keeps autodiff.
 
 All implementations compute the same function (tested against `lax.conv_general_dilated`).
 
-Where the rest of the gap was before `conv_planes` (profile of the benchmark's Stage I step, batch 64, plain
+Where the gap was before `conv_planes` (profile of the benchmark's Stage I step, batch 64, plain
 32^3 network, 2 cores, jax 0.10.2, 2026-11-25; ~960 ms of kernels per step): matrix products 227 ms, the
 backward of the im2col patches (27 slice adjoints, one fused pad-and-add each) 150 ms, transposes of the patch
 matrix for the weight gradient 140 ms, the trilinear rotation's gathers 127 ms, building the patches 91 ms,
 Adam and BatchNorm 72 ms. Most of it is memory traffic of the 382 MB patch matrix of conv2, which oneDNN's
 direct convolutions never build (PyTorch: conv2 forward 46 ms against our 132 ms). Tried on conv2 alone and
 not kept (forward + backward, 351-549 ms against autodiff's 369-386 ms in the same run, the best within the
-noise): a custom VJP with the weight gradient as P^T g, (g^T P)^T or split over 8 batch chunks, and col2im as
+noise): a custom VJP with the weight gradient as P^T g, (g^T P)^T (folded back by XLA, see above) or split
+over 8 batch chunks, and col2im as
 one sum of 27 pads, 27 in-place `.at[].add`s, or 9 pads per depth tap then 3. For the rotation, one gather of
 8 packed corner values per voxel instead of `map_coordinates`' 8 scalar gathers was 5x slower on XLA:CPU. Also
 tried on conv2 alone: 2D convolutions over depth planes as the batch (one conv2d with kd co outputs then the
