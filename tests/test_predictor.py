@@ -40,8 +40,8 @@ def trained_tiny_workdir(tmp_path_factory) -> str:
   """A workdir with the tiny config trained end to end; built once per session, then reused.
 
   Under pytest-xdist each worker has its own base temp inside one folder per session: the workdir lives
-  there and the first worker to need it trains it while the others wait on the lock (training takes ~30 s
-  with both cores, against twice that if every worker trained its own copy at the same time).
+  there and the first worker to need it trains it while the others wait on the lock (~60 s, which every
+  worker spent on its own copy before).
   """
   base = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
