@@ -156,6 +156,12 @@ def _plane_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
                           for i in range(k) for j in range(k)], axis=-1)
 
 
+def _planes_kernel(w: jax.Array) -> jax.Array:
+  """(k, k, k, Ci, Co) -> (k k Ci, k Co): rows (kh, kw, ci), columns (kd, co), as `conv_planes` multiplies."""
+  k, c, co = w.shape[0], w.shape[3], w.shape[4]
+  return w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   """VALID convolution as per-depth-plane patches times the kernel matrix, depth taps summed afterwards.
@@ -167,11 +173,10 @@ def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   The backward is written out (`_weight_grad` says why); it computes autodiff's gradients.
   """
   d = x.shape[1]
-  k, c, co = w.shape[0], w.shape[3], w.shape[4]
+  k, co = w.shape[0], w.shape[4]
   od = (d - k) // stride + 1
   cols = _plane_patches(x, k, stride)
-  wm = w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)  # rows (kh, kw, ci), columns (kd, co)
-  y = jnp.einsum("bdhwk,ko->bdhwo", cols, wm).reshape(*cols.shape[:4], k, co)
+  y = jnp.einsum("bdhwk,ko->bdhwo", cols, _planes_kernel(w)).reshape(*cols.shape[:4], k, co)
   return sum(y[:, a:a + stride * (od - 1) + 1:stride, :, :, a, :] for a in range(k))
 
 
@@ -191,8 +196,7 @@ def _planes_bwd(stride, res, g):
                             (0, 0, 0)))
           for a in range(k)]
   gy = jnp.stack(taps, axis=-2)  # (B, D, oh, ow, kd, co)
-  wm = w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)
-  dx = cols_vjp(jnp.einsum("bdhwo,ko->bdhwk", gy.reshape(*gy.shape[:4], k * co), wm))[0]
+  dx = cols_vjp(jnp.einsum("bdhwo,ko->bdhwk", gy.reshape(*gy.shape[:4], k * co), _planes_kernel(w)))[0]
   # Rows (kd, co) of the transposed gradient built tap by tap (a concatenation, not a transpose XLA folds).
   g_t = jnp.concatenate([t.reshape(-1, co).T for t in taps], axis=0)
   dwm_t = _weight_grad(g_t, cols.reshape(-1, cols.shape[-1]))  # (kd co, kh kw ci)
