@@ -36,6 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.embedding_activation = "none"  # 'none' | 'relu' | 'tanh' on the embedding vector
   config.model.head_hidden = 0  # hidden width of the rotation head (0: linear)
   config.model.conv_impl = "auto"  # 'auto' | 'lax' | 's2d' | 'im2col' | 'planes' (disent_jax/models/conv3d.py)
+  # 'auto' | 'channels_last' | 'channels_first' for the convolutional features (models/embedder.py): the
+  # same network; 'auto' is channels_first on CPU (faster there), channels_last elsewhere.
+  config.model.layout = "auto"
   # Box-filter the R^3 input by this factor before conv1 (1: the paper); see models/embedder.py.
   config.model.input_pool = 1
   config.model.dtype = "float32"  # computation dtype: 'float32' | 'bfloat16'

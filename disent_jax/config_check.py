@@ -48,6 +48,8 @@ _REGRESSOR_TRAIN_STAGES = ("regressor", "all")
 NORMS = ("batch", "none")
 EMBEDDING_ACTIVATIONS = ("none", "relu", "tanh")
 CONV_IMPLS = ("auto", "lax", "s2d", "im2col", "planes")
+LAYOUTS = ("auto", "channels_last", "channels_first")
+CHANNELS_FIRST_CONV_IMPLS = ("auto", "im2col", "planes")  # models/conv3d.py CHANNELS_FIRST_IMPLS
 DTYPES = ("float32", "bfloat16")
 SHAPE_LOSSES = ("ce", "triplet")
 SCHEDULES = ("constant", "cosine")
@@ -150,6 +152,7 @@ RULES: dict[str, Rule] = {
     "model.embedding_activation": _one_of(*EMBEDDING_ACTIVATIONS),
     "model.head_hidden": _int_at_least(0),
     "model.conv_impl": _one_of(*CONV_IMPLS),
+    "model.layout": _one_of(*LAYOUTS),
     "model.input_pool": _int_at_least(1),
     "model.dtype": _one_of(*DTYPES),
     "anchors.n": _int_between(1, 12),
@@ -406,6 +409,10 @@ def _cross_checks(valid: dict[str, Any], stage: str) -> list[str]:
     problems.append(f"model.conv_impl='s2d' with data.resolution={resolution} and input_pool={pool}: the "
                     "space-to-depth convolution needs an even (pooled) resolution; allowed: an even "
                     "data.resolution / input_pool, or conv_impl 'auto' (which falls back by itself)")
+  if valid.get("model.layout") == "channels_first" and impl not in (None, *CHANNELS_FIRST_CONV_IMPLS):
+    problems.append(f"model.layout='channels_first' with model.conv_impl={impl!r}: the channels-first "
+                    f"convolutions are {', '.join(map(repr, CHANNELS_FIRST_CONV_IMPLS))}; allowed: one of "
+                    "those, or layout 'auto' / 'channels_last'")
   split = valid.get("evaluation.split")
   if valid.get("images.source") == "synthetic" and split is not None and split not in SYNTHETIC_SPLITS:
     problems.append(f"evaluation.split={split!r}: the synthetic dataset has no such split; allowed: one of "

@@ -58,6 +58,7 @@ def create_model(config: ml_collections.ConfigDict, num_models: int, num_anchors
       conv_features=tuple(m.conv_features), disentangle=m.disentangle, norm=m.norm,
       embedding_activation=m.embedding_activation, head_hidden=m.head_hidden,
       bn_axis_name=bn_axis_name, conv_impl=m.conv_impl, input_pool=m.input_pool,
+      layout=m.get("layout", "auto"),  # .get: configs written before the key existed
       dtype=jnp.dtype(m.dtype))
 
 

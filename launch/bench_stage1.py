@@ -16,7 +16,9 @@ _BATCH = flags.DEFINE_integer("batch", 64, "Global batch size.", lower_bound=1)
 _RESOLUTION = flags.DEFINE_integer("resolution", 32, "Voxels per axis.", lower_bound=8)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved timed repeats.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 3, "Steps per timed repeat.", lower_bound=1)
-_IMPLS = flags.DEFINE_list("impls", ["lax", "auto"], "Our conv implementations to time.")
+_IMPLS = flags.DEFINE_list("impls", ["lax", "auto"],
+                           "Our conv implementations to time, each optionally with ':layout' appended "
+                           "(config.model.layout), e.g. 'auto:channels_last'.")
 _THREADS = flags.DEFINE_integer("torch_threads", 2, "PyTorch threads.", lower_bound=1)
 _CACHE = flags.DEFINE_string("cache_dir", stage1.DEFAULT_CACHE, "Voxel bank cache.")
 
@@ -33,13 +35,13 @@ def main(argv):
   ref = variants["pytorch"]["step_s"] if "pytorch" in variants else None
   print(f"Stage I train step, batch {_BATCH.value}, {_RESOLUTION.value}^3, {bank.num_models} models, "
         f"{jax.devices()[0].platform}")
-  print(f"{'variant':28s} {'params':>10s} {'compile s':>10s} {'ms/step':>9s} {'samples/s':>10s} "
+  print(f"{'variant':34s} {'params':>10s} {'compile s':>10s} {'ms/step':>9s} {'samples/s':>10s} "
         f"{'vs torch':>9s}")
   for k, v in variants.items():
     name = f"pytorch ({_THREADS.value} threads)" if k == "pytorch" else k
     med = float(v["step_s"])
     ratio = f"{ref / med:9.2f}" if ref is not None else "        -"
-    print(f"{name:28s} {v['params']:10,d} {v['compile_s']:10.1f} {med * 1e3:9.1f} {_BATCH.value / med:10.1f} "
+    print(f"{name:34s} {v['params']:10,d} {v['compile_s']:10.1f} {med * 1e3:9.1f} {_BATCH.value / med:10.1f} "
           f"{ratio}")
 
 

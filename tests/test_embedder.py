@@ -54,3 +54,55 @@ def test_every_conv_impl_is_the_same_network():
     out = model(impl).apply(variables, vols, train=False)
     for k in ref:
       np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=f"{impl} {k}")
+
+
+def _layout_model(layout: str, impl: str = "auto", **kw) -> embedder.VoxelEmbedder:
+  return embedder.VoxelEmbedder(num_models=5, num_anchors=4, shape_dim=3, pose_dim=2, conv_features=(4, 6),
+                                conv_impl=impl, layout=layout, **kw)
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_layouts_are_the_same_network_forward_gradients_and_statistics(pool):
+  """channels_first computes the channels_last network: same parameter tree, outputs, parameter gradients
+  and BatchNorm statistics in training mode (the max-pool's ties included: empty space gives equal
+  activations)."""
+  size = 16 * pool
+  vols = (jax.random.uniform(jax.random.key(2), (3, size, size + 2 * pool, size)) > 0.6).astype(jnp.float32)
+  cl, cf = _layout_model("channels_last", input_pool=pool), _layout_model("channels_first", input_pool=pool)
+  variables = jax.jit(lambda k: cl.init(k, vols, train=False))(jax.random.key(3))
+  assert (jax.tree.map(jnp.shape, jax.eval_shape(lambda k: cf.init(k, vols, train=False), jax.random.key(3)))
+          == jax.tree.map(jnp.shape, variables))
+
+  def loss(model, params):
+    out, new = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, vols, train=True,
+                           mutable=["batch_stats"])
+    return sum(jnp.sum(jnp.sin(v)) for v in out.values()), (out, new["batch_stats"])
+
+  # Jitted: op by op, every one of the patch matrices' slices would compile on its own (minutes).
+  grad = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(model, p), has_aux=True))
+  (_, (out_cl, stats_cl)), g_cl = grad(cl)(variables["params"])
+  (_, (out_cf, stats_cf)), g_cf = grad(cf)(variables["params"])
+  for k in out_cl:
+    np.testing.assert_allclose(out_cf[k], out_cl[k], rtol=1e-4, atol=1e-5, err_msg=k)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), stats_cf, stats_cl)
+  flat_cl = dict(jax.tree_util.tree_leaves_with_path(g_cl))
+  for path, g in jax.tree_util.tree_leaves_with_path(g_cf):
+    np.testing.assert_allclose(g, flat_cl[path], rtol=2e-3, atol=2e-4, err_msg=jax.tree_util.keystr(path))
+  # In inference mode too (running statistics), the path the frozen Stage II targets take.
+  ref = jax.jit(lambda v: cl.apply(v, vols, train=False))(variables)
+  got = jax.jit(lambda v: cf.apply(v, vols, train=False))(variables)
+  for k in ref:
+    np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_layout_auto_and_bad_layouts():
+  on_cpu = jax.default_backend() == "cpu"
+  assert _layout_model("auto")._channel_major() == on_cpu  # pylint: disable=protected-access
+  # An explicit conv_impl keeps channels-last unless asked: 'lax' and 's2d' have no channels-first form.
+  assert not _layout_model("auto", impl="lax")._channel_major()  # pylint: disable=protected-access
+  assert _layout_model("channels_first", impl="planes")._channel_major()  # pylint: disable=protected-access
+  vols = jnp.zeros((1, 16, 16, 16))
+  with pytest.raises(ValueError, match="layout 'channels_first' takes conv_impl in"):
+    _layout_model("channels_first", impl="s2d").init(jax.random.key(0), vols, train=False)
+  with pytest.raises(ValueError, match="unknown layout 'nchw'"):
+    _layout_model("nchw").init(jax.random.key(0), vols, train=False)

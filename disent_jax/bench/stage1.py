@@ -45,7 +45,8 @@ def make_ours_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
     bank: the voxel bank (its resolution and model count shape the network).
     batch: global batch size.
     steps: steps per `run()` call.
-    impl: `config.model.conv_impl` ('auto', 'lax', ...); None keeps the default config's.
+    impl: `config.model.conv_impl` ('auto', 'lax', ...), optionally with `:layout` appended
+      (`config.model.layout`, e.g. 'auto:channels_last'); None keeps the default config's.
 
   Returns:
     (run, parameter count).
@@ -55,7 +56,9 @@ def make_ours_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
   config.data.resolution = bank.resolution
   config.train.batch_size = batch
   if impl is not None:
-    config.model.conv_impl = impl
+    config.model.conv_impl, _, layout = impl.partition(":")
+    if layout:
+      config.model.layout = layout
   anchors = geometry.rotation_anchors(config.anchors.n)
   model = train_embedder.create_model(config, bank.num_models, len(anchors))
   tx = optax.adam(config.train.learning_rate)
@@ -127,7 +130,7 @@ def bench_stage1(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int, repeats
     batch: batch size.
     steps: steps per timed call.
     repeats: timed repeats (median reported).
-    impls: our conv implementations (None: the default config's).
+    impls: our conv implementations, each optionally 'impl:layout' (None: the default config's).
     torch_threads: PyTorch's thread count (None: the CPU count).
     warmup: untimed interleaved rounds (of `steps` steps each) before the timed ones (`timing` says why).
 

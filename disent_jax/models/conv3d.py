@@ -206,6 +206,100 @@ def _planes_bwd(stride, res, g):
 conv_planes.defvjp(_planes_fwd, _planes_bwd)
 
 
+# Channel-major ("CBDHW") versions: activations laid out (C, B, D, H, W), so that every product of the step is
+# a row-major matmul XLA:CPU gives YNNPACK without a transposed copy of a large operand (see `conv_cm`).
+
+
+def _im2col_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
+  """(k^3 Ci, B, od, oh, ow) patches of x (Ci, B, D, H, W), rows ordered (kd, kh, kw, ci)."""
+  out = [(n - k) // stride + 1 for n in x.shape[2:5]]
+  return jnp.concatenate([x[:, :, a:a + stride * (out[0] - 1) + 1:stride, b:b + stride * (out[1] - 1) + 1:stride,
+                            c:c + stride * (out[2] - 1) + 1:stride]
+                          for a in range(k) for b in range(k) for c in range(k)], axis=0)
+
+
+def _plane_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
+  """(k^2 Ci, B, D, oh, ow): the (h, w) patches of every depth plane of x (Ci, B, D, H, W), rows (kh, kw, ci)."""
+  oh, ow = [(n - k) // stride + 1 for n in x.shape[3:5]]
+  return jnp.concatenate([x[:, :, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+                          for i in range(k) for j in range(k)], axis=0)
+
+
+def _transposed_copy(m: jax.Array) -> jax.Array:
+  """m.T as its own array. XLA folds a plain transpose of a dot's operand into the dot's dimension numbers,
+  and XLA:CPU runs the resulting transposed-operand product in its slower fallback dot."""
+  return lax.optimization_barrier(m.T)
+
+
+def _nt(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a (M, N) @ b (K, N)^T -> (M, K), contracting both operands' last axis (a form YNNPACK takes)."""
+  return lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_im2col_cm(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  """`conv_im2col` on channel-major activations: x (Ci, B, D, H, W), w (k, k, k, Ci, Co) -> (Co, B, od, oh, ow)."""
+  k, co = w.shape[0], w.shape[-1]
+  cols = _im2col_patches_cm(x, k, stride)
+  return (_transposed_copy(w.reshape(-1, co)) @ cols.reshape(cols.shape[0], -1)).reshape(co, *cols.shape[1:])
+
+
+def _im2col_cm_fwd(x, w, stride):
+  return conv_im2col_cm(x, w, stride), (x, w)
+
+
+def _im2col_cm_bwd(stride, res, g):
+  x, w = res
+  k, ci, co = w.shape[0], w.shape[3], w.shape[4]
+  cols, cols_vjp = jax.vjp(lambda v: _im2col_patches_cm(v, k, stride), x)
+  g2 = g.reshape(co, -1)
+  dx = cols_vjp((w.reshape(-1, co) @ g2).reshape(cols.shape))[0]
+  dw_t = _nt(g2, cols.reshape(cols.shape[0], -1))  # (co, k^3 ci)
+  return dx, dw_t.reshape(co, k, k, k, ci).transpose(1, 2, 3, 4, 0)
+
+
+conv_im2col_cm.defvjp(_im2col_cm_fwd, _im2col_cm_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_planes_cm(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+  """`conv_planes` on channel-major activations: x (Ci, B, D, H, W), w (k, k, k, Ci, Co) -> (Co, B, od, oh, ow)."""
+  d = x.shape[2]
+  k, co = w.shape[0], w.shape[4]
+  od = (d - k) // stride + 1
+  cols = _plane_patches_cm(x, k, stride)
+  y = (_transposed_copy(_planes_kernel(w)) @ cols.reshape(cols.shape[0], -1)).reshape(k, co, *cols.shape[1:])
+  return sum(y[a, :, :, a:a + stride * (od - 1) + 1:stride] for a in range(k))
+
+
+def _planes_cm_fwd(x, w, stride):
+  return conv_planes_cm(x, w, stride), (x, w)
+
+
+def _planes_cm_bwd(stride, res, g):
+  x, w = res
+  d = x.shape[2]
+  k, c, co = w.shape[0], w.shape[3], w.shape[4]
+  od = g.shape[2]
+  cols, cols_vjp = jax.vjp(lambda v: _plane_patches_cm(v, k, stride), x)
+  zero = jnp.zeros((), g.dtype)
+  # Rows (kd, co): g moved to the input depth planes each tap read, zero elsewhere; a concatenation of
+  # contiguous blocks in this layout.
+  gy = jnp.concatenate([lax.pad(g, zero, ((0, 0, 0), (0, 0, 0), (a, d - a - stride * (od - 1) - 1, stride - 1),
+                                          (0, 0, 0), (0, 0, 0)))
+                        for a in range(k)], axis=0).reshape(k * co, -1)
+  dx = cols_vjp((_planes_kernel(w) @ gy).reshape(cols.shape))[0]
+  dwm_t = _nt(gy, cols.reshape(cols.shape[0], -1))  # (kd co, kh kw ci)
+  return dx, dwm_t.reshape(k, co, k, k, c).transpose(0, 2, 3, 4, 1)
+
+
+conv_planes_cm.defvjp(_planes_cm_fwd, _planes_cm_bwd)
+
+
+# The implementations of `Conv3D(channels_first=True)`.
+CHANNELS_FIRST_IMPLS = ("auto", "im2col", "planes")
+
+
 class Conv3D(nn.Module):
   """A VALID 3D convolution with a choice of implementation (parameters named as nn.Conv's).
 
@@ -216,6 +310,8 @@ class Conv3D(nn.Module):
     use_bias: add a bias.
     impl: 'lax', 's2d' (stride 2, odd k, even input), 'im2col', 'planes', or 'auto': on CPU planes
       (stride 1) or im2col (strided); elsewhere s2d where it applies, else lax.
+    channels_first: inputs and outputs laid out (C, B, D, H, W) (`conv_planes_cm`); impl 'auto' (planes
+      for stride 1, im2col otherwise), 'planes' or 'im2col'. The parameters are the same as channels-last's.
     dtype: computation dtype.
   """
   features: int
@@ -223,14 +319,25 @@ class Conv3D(nn.Module):
   stride: int = 1
   use_bias: bool = True
   impl: str = "auto"
+  channels_first: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, k, x.shape[-1], self.features),
+    ci = x.shape[0] if self.channels_first else x.shape[-1]
+    w = self.param("kernel", nn.initializers.lecun_normal(), (k, k, k, ci, self.features),
                    jnp.float32).astype(self.dtype)
     x = x.astype(self.dtype)
+    if self.channels_first:
+      if self.impl not in CHANNELS_FIRST_IMPLS:
+        raise ValueError(f"channels-first Conv3D takes impl in {CHANNELS_FIRST_IMPLS}, got {self.impl!r}")
+      impl = self.impl if self.impl != "auto" else ("planes" if self.stride == 1 else "im2col")
+      y = {"planes": conv_planes_cm, "im2col": conv_im2col_cm}[impl](x, w, self.stride)
+      if self.use_bias:
+        y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(
+            self.dtype)[:, None, None, None, None]
+      return y
     impl = self.impl
     if impl == "auto":
       s2d_ok = self.stride == 2 and k % 2 == 1 and all(n % 2 == 0 for n in x.shape[1:4])

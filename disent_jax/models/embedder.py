@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from disent_jax.models import conv3d
 from disent_jax.models import heads
+from disent_jax.models import pooling
 
 
 def _box_filter(x: jax.Array, f: int) -> jax.Array:
@@ -60,6 +61,10 @@ class VoxelEmbedder(nn.Module):
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
     conv_impl: convolution implementation, see `conv3d.Conv3D` ('auto' picks the fastest exact one;
       's2d' applies to conv1, conv2 then takes 'auto').
+    layout: where the convolutional features keep their channels: 'channels_last' (B, D, H, W, C) or
+      'channels_first' (C, B, D, H, W), the channel-major layout of `conv3d.conv_planes_cm` (conv_impl
+      'auto', 'im2col' or 'planes' only). 'auto': channels_first on CPU with conv_impl 'auto',
+      channels_last otherwise. The same network either way (same parameters, same function).
     input_pool: box-filter factor f applied to the input volume first (1: none; R must divide by f).
     dtype: computation dtype (parameters stay float32).
   """
@@ -75,11 +80,12 @@ class VoxelEmbedder(nn.Module):
   bn_axis_name: str | None = None
   conv_impl: str = "auto"
   input_pool: int = 1
+  layout: str = "auto"
   dtype: jnp.dtype = jnp.float32
 
-  def _norm(self, x, train: bool, name: str):
+  def _norm(self, x, train: bool, name: str, axis: int = -1):
     if self.norm == "batch":
-      return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.bn_axis_name,
+      return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis=axis, axis_name=self.bn_axis_name,
                           dtype=self.dtype, name=name)(x)
     if self.norm == "none":
       return x
@@ -102,6 +108,50 @@ class VoxelEmbedder(nn.Module):
     # A bias before BatchNorm is cancelled by it: its gradient is rounding noise, which Adam would
     # amplify to +-lr steps. Leave it out when normalising.
     bias = self.norm == "none"
+    if self._channel_major():
+      x = self._features_cm(x, train, bias)
+    else:
+      x = self._features(x, train, bias)
+    emb = nn.Dense(self.shape_dim + self.pose_dim, dtype=self.dtype, name="embedding")(x)
+    emb = {"none": lambda e: e, "relu": nn.relu, "tanh": jnp.tanh}[self.embedding_activation](emb)
+    emb = emb.astype(jnp.float32)
+    return emb[:, :self.shape_dim], emb[:, self.shape_dim:]
+
+  def _channel_major(self) -> bool:
+    """Whether the features run channels-first (see `layout`)."""
+    if self.layout == "auto":
+      return jax.default_backend() == "cpu" and self.conv_impl == "auto"
+    if self.layout == "channels_first":
+      if self.conv_impl not in conv3d.CHANNELS_FIRST_IMPLS:
+        raise ValueError(f"layout 'channels_first' takes conv_impl in {conv3d.CHANNELS_FIRST_IMPLS}, "
+                         f"got {self.conv_impl!r}")
+      return True
+    if self.layout == "channels_last":
+      return False
+    raise ValueError(f"unknown layout {self.layout!r}; allowed: 'auto', 'channels_last', 'channels_first'")
+
+  def _features_cm(self, x: jax.Array, train: bool, bias: bool) -> jax.Array:
+    """Flattened pooled features (B, F) of x (B, D, H, W, 1), computed channels-first.
+
+    Every product is then a plain row-major matmul that XLA:CPU hands to YNNPACK without a transposed copy of
+    an operand (`conv3d.conv_planes_cm`). The flattening order is channels-last's (d, h, w, c), so the dense
+    layer's parameters are the same in both layouts.
+    """
+    c1, c2 = self.conv_features
+    b = x.shape[0]
+    x = x.reshape(1, *x.shape[:4])  # one input channel: channels-first is a reshape
+    x = conv3d.Conv3D(c1, 5, stride=2, use_bias=bias, impl=self.conv_impl, channels_first=True,
+                      dtype=self.dtype, name="conv1")(x)
+    x = nn.leaky_relu(self._norm(x, train, "bn1", axis=0), 0.1)
+    x = conv3d.Conv3D(c2, 3, use_bias=bias, impl=self.conv_impl, channels_first=True, dtype=self.dtype,
+                      name="conv2")(x)
+    x = nn.leaky_relu(self._norm(x, train, "bn2", axis=0), 0.1)
+    x = pooling.max_pool_2x(x, (2, 3, 4))
+    return x.transpose(1, 2, 3, 4, 0).reshape(b, -1)
+
+  def _features(self, x: jax.Array, train: bool, bias: bool) -> jax.Array:
+    """Flattened pooled features (B, F) of x (B, D, H, W, 1), computed channels-last."""
+    c1, c2 = self.conv_features
     x = conv3d.Conv3D(c1, 5, stride=2, use_bias=bias, impl=self.conv_impl, dtype=self.dtype,
                       name="conv1")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn1"), 0.1)
@@ -110,11 +160,7 @@ class VoxelEmbedder(nn.Module):
     x = conv3d.Conv3D(c2, 3, use_bias=bias, impl=impl2, dtype=self.dtype, name="conv2")(x)
     x = nn.leaky_relu(self._norm(x, train, "bn2"), 0.1)
     x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
-    x = x.reshape(x.shape[0], -1)
-    emb = nn.Dense(self.shape_dim + self.pose_dim, dtype=self.dtype, name="embedding")(x)
-    emb = {"none": lambda e: e, "relu": nn.relu, "tanh": jnp.tanh}[self.embedding_activation](emb)
-    emb = emb.astype(jnp.float32)
-    return emb[:, :self.shape_dim], emb[:, self.shape_dim:]
+    return x.reshape(x.shape[0], -1)
 
   @nn.compact
   def __call__(self, volumes: jax.Array, *, train: bool) -> dict[str, jax.Array]:
