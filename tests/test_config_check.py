@@ -130,6 +130,7 @@ def test_accepted_type_variants():
     ("model.norm", "layer", "one of 'batch', 'none'"),
     ("model.embedding_activation", "gelu", "one of 'none', 'relu', 'tanh'"),
     ("model.conv_impl", "cudnn", "one of 'auto', 'lax', 's2d', 'im2col'"),
+    ("model.layout", "NCDHW", "one of 'auto', 'channels_last', 'channels_first'"),
     ("model.dtype", "float16", "one of 'float32', 'bfloat16'"),
     ("anchors.n", 0, "an integer in 1..12"),
     ("anchors.n", 13, "an integer in 1..12"),
@@ -233,6 +234,16 @@ def test_s2d_needs_an_even_resolution():
   assert "model.conv_impl='s2d' with data.resolution=17" in _problems(config)
   config.data.resolution = 16
   config_check.validate(config, stage="all")
+
+
+def test_channels_first_takes_only_its_convolutions():
+  config = default.get_config()
+  config.model.layout = "channels_first"
+  config.model.conv_impl = "lax"
+  assert "model.layout='channels_first' with model.conv_impl='lax'" in _problems(config)
+  for impl in ("auto", "im2col", "planes"):
+    config.model.conv_impl = impl
+    config_check.validate(config, stage="all")
 
 
 def test_input_pool_must_divide_the_resolution_and_leave_enough_voxels():
