@@ -32,6 +32,22 @@ gradient as g^T @ patches, an ordinary matmul that XLA:CPU gives YNNPACK, where 
 (31.3 / 31.1 ms), 16^3 27.7 -> 25.9 ms. The same rewrite of ResNet's im2col changed nothing (224 px
 10.9 / 10.9 s per step, 64 px 0.985 / 0.963 s), so `resnet.py` keeps autodiff.
 
+**Channels-first** (`conv_im2col_cm`, `conv_planes_cm`; `Conv3D(channels_first=True)`, which the embedder
+uses on CPU, `VoxelEmbedder.layout`): the same two convolutions on activations laid out (C, B, D, H, W).
+With channels last, the weight gradient's product needs the output gradient transposed, (Co, N) from
+(N, Co): a strided copy XLA:CPU runs slowly (conv2: 57-70 ms for 50 MB), and conv1's stayed in the
+fallback dot. Channels first, the patch matrix is (K, N) and the output (Co, N): the forward is
+W^T (Co, K) @ P, the input gradient W (K, Co) @ G and the weight gradient G (Co, N) . P (K, N) over their
+common last axis, which YNNPACK takes as it is, so no large operand is ever transposed. Whole Stage I step
+(32^3, batch 64, interleaved in one process, 2026-11-25): 636 -> 563 ms (7 pairs, every one faster),
+624 -> 575 ms in another run (560 with `pooling.max_pool_2x`); the CPU recipe's network (input_pool 2,
+batch 32) 32.2 -> 29.9 ms, 16^3 46.2 -> 41.3 ms. The kernel's transpose in the forward goes through an
+optimization barrier: XLA otherwise folds it into the dot as a transposed operand, the slow form again.
+Tried and not kept here: the patch matrices as one gather instead of a concatenation of
+slices (faster alone, 48 -> 21 ms for conv2's; slower in the step, 574 -> 643 ms, the gathers fused with
+their producers ran at 52 and 78 ms), im2col for conv2 in this layout (839 vs 530 ms per step), and
+padding conv1's 125 patch rows to 128 (level alone).
+
 All implementations compute the same function (tested against `lax.conv_general_dilated`).
 
 Where the gap was before `conv_planes` (profile of the benchmark's Stage I step, batch 64, plain
