@@ -206,3 +206,17 @@ def test_time_steps_counts_the_first_call_apart():
   assert t["first_s"] >= 0.05 and 0.01 <= t["step_s"] < 0.05
   assert t["compile_s"] == pytest.approx(t["first_s"] - t["step_s"])
   assert t["min_s"] <= t["step_s"] and t["cpu_s"] >= 0
+
+
+def test_stage1_variants_name_a_conv_impl_and_optionally_a_layout():
+  from disent_jax.bench import stage1  # pylint: disable=import-outside-toplevel
+  config = stage1.step_config(16, 8, "auto:channels_last")
+  assert (config.model.conv_impl, config.model.layout, config.data.resolution, config.train.batch_size) == (
+      "auto", "channels_last", 16, 8)
+  config = stage1.step_config(32, 64, "planes")
+  assert (config.model.conv_impl, config.model.layout) == ("planes", "auto")  # the default layout kept
+  assert stage1.step_config(32, 64).model.conv_impl == "auto"
+  with pytest.raises(ConfigError, match="model.layout='NCDHW'"):
+    stage1.step_config(32, 64, "auto:NCDHW")
+  with pytest.raises(ConfigError, match="model.layout='channels_first' with model.conv_impl='lax'"):
+    stage1.step_config(32, 64, "lax:channels_first")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
+from disent_jax import config_check
 from disent_jax import geometry
 from disent_jax import train_embedder
 from disent_jax import train_lib
@@ -35,6 +36,23 @@ DEFAULT_CACHE = "/tmp/disent_jax_bench_cache"
 def load_bank(resolution: int, cache_dir: str | None = DEFAULT_CACHE) -> voxel_bank_lib.VoxelBank:
   """The procedural zoo's voxel bank at `resolution` (cached in `cache_dir`)."""
   return voxel_bank_lib.build_voxel_bank(zoo.procedural_zoo(0), resolution, cache_dir, progress=False)
+
+
+def step_config(resolution: int, batch: int, impl: str | None = None):
+  """The default config at this resolution and batch, with `impl` ('conv_impl' or 'conv_impl:layout').
+
+  Raises:
+    errors.ConfigError: an unknown implementation or layout (named with what is allowed).
+  """
+  config = default.get_config()
+  config.data.resolution = resolution
+  config.train.batch_size = batch
+  if impl is not None:
+    config.model.conv_impl, _, layout = impl.partition(":")
+    if layout:
+      config.model.layout = layout
+  config_check.validate(config, stage="embedder")
+  return config
 
 
 def make_ours_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
@@ -52,13 +70,7 @@ def make_ours_run(bank: voxel_bank_lib.VoxelBank, batch: int, steps: int,
     (run, parameter count).
   """
   import optax  # pylint: disable=import-outside-toplevel
-  config = default.get_config()
-  config.data.resolution = bank.resolution
-  config.train.batch_size = batch
-  if impl is not None:
-    config.model.conv_impl, _, layout = impl.partition(":")
-    if layout:
-      config.model.layout = layout
+  config = step_config(bank.resolution, batch, impl)
   anchors = geometry.rotation_anchors(config.anchors.n)
   model = train_embedder.create_model(config, bank.num_models, len(anchors))
   tx = optax.adam(config.train.learning_rate)
