@@ -178,6 +178,19 @@ def _planes_kernel(w: jax.Array) -> jax.Array:
   return w.transpose(1, 2, 3, 0, 4).reshape(k * k * c, k * co)
 
 
+def _tap_gradients(g: jax.Array, d: int, k: int, stride: int, depth_axis: int) -> list[jax.Array]:
+  """The gradient of each depth tap's plane products (`conv_planes`): for tap a, g moved to the input depth
+  planes it read (a, a + stride, ...) of the d, zero elsewhere."""
+  od = g.shape[depth_axis]
+  zero = jnp.zeros((), g.dtype)
+  config = [(0, 0, 0)] * g.ndim
+  taps = []
+  for a in range(k):
+    config[depth_axis] = (a, d - a - stride * (od - 1) - 1, stride - 1)
+    taps.append(lax.pad(g, zero, tuple(config)))
+  return taps
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_planes(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   """VALID convolution as per-depth-plane patches times the kernel matrix, depth taps summed afterwards.
@@ -204,13 +217,8 @@ def _planes_bwd(stride, res, g):
   x, w = res
   d = x.shape[1]
   k, c, co = w.shape[0], w.shape[3], w.shape[4]
-  od = g.shape[1]
   cols, cols_vjp = jax.vjp(lambda v: _plane_patches(v, k, stride), x)
-  # The gradient of each depth tap's plane products: g moved to the planes it came from, zero elsewhere.
-  zero = jnp.zeros((), g.dtype)
-  taps = [lax.pad(g, zero, ((0, 0, 0), (a, d - a - stride * (od - 1) - 1, stride - 1), (0, 0, 0), (0, 0, 0),
-                            (0, 0, 0)))
-          for a in range(k)]
+  taps = _tap_gradients(g, d, k, stride, depth_axis=1)
   gy = jnp.stack(taps, axis=-2)  # (B, D, oh, ow, kd, co)
   dx = cols_vjp(jnp.einsum("bdhwo,ko->bdhwk", gy.reshape(*gy.shape[:4], k * co), _planes_kernel(w)))[0]
   # Rows (kd, co) of the transposed gradient built tap by tap (a concatenation, not a transpose XLA folds).
@@ -296,14 +304,9 @@ def _planes_cm_bwd(stride, res, g):
   x, w = res
   d = x.shape[2]
   k, c, co = w.shape[0], w.shape[3], w.shape[4]
-  od = g.shape[2]
   cols, cols_vjp = jax.vjp(lambda v: _plane_patches_cm(v, k, stride), x)
-  zero = jnp.zeros((), g.dtype)
-  # Rows (kd, co): g moved to the input depth planes each tap read, zero elsewhere; a concatenation of
-  # contiguous blocks in this layout.
-  gy = jnp.concatenate([lax.pad(g, zero, ((0, 0, 0), (0, 0, 0), (a, d - a - stride * (od - 1) - 1, stride - 1),
-                                          (0, 0, 0), (0, 0, 0)))
-                        for a in range(k)], axis=0).reshape(k * co, -1)
+  # Rows (kd, co): a concatenation of contiguous blocks in this layout.
+  gy = jnp.concatenate(_tap_gradients(g, d, k, stride, depth_axis=2), axis=0).reshape(k * co, -1)
   dx = cols_vjp((_planes_kernel(w) @ gy).reshape(cols.shape))[0]
   dwm_t = _nt(gy, cols.reshape(cols.shape[0], -1))  # (kd co, kh kw ci)
   return dx, dwm_t.reshape(k, co, k, k, c).transpose(0, 2, 3, 4, 1)
