@@ -6,6 +6,8 @@ Architecture (VoxNet [28]: two 3D convolutions and one fully connected layer):
   -> Dense(shape_dim + pose_dim) = the embedding, split into a shape vector and a pose vector.
 At R = 32 the feature maps are 14^3 and 12^3, pooled to 6^3 (6912 features for c2 = 32); with input_pool 2
 they are 6^3 and 4^3, pooled to 2^3.
+On CPU the feature maps are computed channels-first, (C, B, D, H, W) (`layout`; faster on XLA:CPU, see
+`conv3d`); the flattened features keep the channels-last order, so parameters and outputs are the same.
 
 Input pooling (`input_pool` = f > 1, not in the paper): the volume is box-filtered to (R/f)^3 before
 the first convolution, so the network costs what an (R/f)^3 network costs while its input still comes from
