@@ -55,7 +55,8 @@ def test_module_impls_share_parameters_and_agree():
   params = ref.init(jax.random.key(3), x)
   assert params["params"]["kernel"].shape == (5, 5, 5, 1, 4)
   for impl in ("s2d", "im2col", "planes", "auto"):
-    np.testing.assert_allclose(conv3d.Conv3D(4, 5, stride=2, impl=impl).apply(params, x),
+    # Jitted: op by op, each of im2col's 125 patch slices would compile on its own.
+    np.testing.assert_allclose(jax.jit(conv3d.Conv3D(4, 5, stride=2, impl=impl).apply)(params, x),
                                ref.apply(params, x), rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="even input"):
     conv3d.Conv3D(4, 5, stride=2, impl="s2d").apply(params, x[:, :15, :15, :15])
@@ -80,10 +81,9 @@ def _channels_first(f, stride):
 
 
 @pytest.mark.parametrize("fn,k,stride,ci", [(conv3d.conv_im2col_cm, 5, 2, 1),  # the embedder's conv1
-                                            (conv3d.conv_im2col_cm, 3, 2, 2),
                                             (conv3d.conv_planes_cm, 3, 1, 3),  # the embedder's conv2
                                             (conv3d.conv_planes_cm, 3, 2, 2)],
-                         ids=["im2col-k5s2", "im2col-k3s2", "planes-k3s1", "planes-k3s2"])
+                         ids=["im2col-k5s2", "planes-k3s1", "planes-k3s2"])
 def test_channels_first_convs_equal_lax_forward_and_gradients(fn, k, stride, ci):
   # Non-cubic input and a batch of 2: a mix-up of depth, height, width or batch cannot cancel out. Both
   # backwards are written out (custom VJPs), so both gradients are compared, with a random cotangent.

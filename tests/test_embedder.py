@@ -15,20 +15,30 @@ def _model(pool: int) -> embedder.VoxelEmbedder:
                                 input_pool=pool)
 
 
+def _init(model: embedder.VoxelEmbedder, vols: jax.Array, seed: int = 0) -> dict:
+  # Jitted here and below: op by op, each of the patch matrices' slices would compile on its own (slow).
+  return jax.jit(lambda k: model.init(k, vols, train=False))(jax.random.key(seed))
+
+
+def _apply(model: embedder.VoxelEmbedder, variables: dict, vols: jax.Array) -> dict:
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, vols)
+
+
 def test_input_pool_equals_the_unpooled_network_on_box_filtered_volumes():
   """pool=2 on 32^3 == pool=1 with the same parameters on the 2x2x2 means computed by NumPy."""
   vols = (np.random.default_rng(0).random((3, 32, 32, 32)) > 0.6).astype(np.float32)
   pooled = vols.reshape(3, 16, 2, 16, 2, 16, 2).mean(axis=(2, 4, 6))
-  variables = _model(1).init(jax.random.key(0), jnp.zeros((1, 16, 16, 16)), train=False)
+  variables = _init(_model(1), jnp.zeros((1, 16, 16, 16)))
   # Pooling adds no parameters: the same tree serves both.
-  shapes = jax.tree.map(jnp.shape, _model(2).init(jax.random.key(0), jnp.zeros((1, 32, 32, 32)), train=False))
+  shapes = jax.tree.map(jnp.shape, jax.eval_shape(lambda k: _model(2).init(k, jnp.zeros((1, 32, 32, 32)),
+                                                                             train=False), jax.random.key(0)))
   assert shapes == jax.tree.map(jnp.shape, variables)
-  got = _model(2).apply(variables, jnp.asarray(vols), train=False)
-  want = _model(1).apply(variables, jnp.asarray(pooled), train=False)
+  got = _apply(_model(2), variables, jnp.asarray(vols))
+  want = _apply(_model(1), variables, jnp.asarray(pooled))
   for key in ("shape_vec", "pose_vec", "shape_logits", "anchor_logits"):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)
   # ... and differs from feeding every other voxel (the pooling is really applied).
-  strided = _model(1).apply(variables, jnp.asarray(vols[:, ::2, ::2, ::2]), train=False)
+  strided = _apply(_model(1), variables, jnp.asarray(vols[:, ::2, ::2, ::2]))
   assert np.abs(np.asarray(strided["shape_vec"]) - np.asarray(want["shape_vec"])).max() > 1e-3
 
 
@@ -46,12 +56,13 @@ def test_every_conv_impl_is_the_same_network():
     return embedder.VoxelEmbedder(num_models=5, num_anchors=4, shape_dim=3, pose_dim=2, conv_features=(4, 4),
                                   conv_impl=impl)
 
-  variables = model("lax").init(jax.random.key(1), vols, train=False)
-  ref = model("lax").apply(variables, vols, train=False)
+  variables = _init(model("lax"), vols, seed=1)
+  ref = _apply(model("lax"), variables, vols)
   for impl in ("s2d", "im2col", "planes", "auto"):
-    shapes = jax.tree.map(jnp.shape, model(impl).init(jax.random.key(1), vols, train=False))
+    shapes = jax.tree.map(jnp.shape, jax.eval_shape(lambda k: model(impl).init(k, vols, train=False),
+                                                    jax.random.key(1)))
     assert shapes == jax.tree.map(jnp.shape, variables), impl
-    out = model(impl).apply(variables, vols, train=False)
+    out = _apply(model(impl), variables, vols)
     for k in ref:
       np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=f"{impl} {k}")
 
@@ -61,7 +72,7 @@ def _layout_model(layout: str, impl: str = "auto", **kw) -> embedder.VoxelEmbedd
                                 conv_impl=impl, layout=layout, **kw)
 
 
-@pytest.mark.parametrize("pool", [1, 2])
+@pytest.mark.parametrize("pool", [1])  # pool 2 only reshapes the box filter's output the same way
 def test_layouts_are_the_same_network_forward_gradients_and_statistics(pool):
   """channels_first computes the channels_last network: same parameter tree, outputs, parameter gradients
   and BatchNorm statistics in training mode (the max-pool's ties included: empty space gives equal
@@ -69,7 +80,7 @@ def test_layouts_are_the_same_network_forward_gradients_and_statistics(pool):
   size = 16 * pool
   vols = (jax.random.uniform(jax.random.key(2), (3, size, size + 2 * pool, size)) > 0.6).astype(jnp.float32)
   cl, cf = _layout_model("channels_last", input_pool=pool), _layout_model("channels_first", input_pool=pool)
-  variables = jax.jit(lambda k: cl.init(k, vols, train=False))(jax.random.key(3))
+  variables = _init(cl, vols, seed=3)
   assert (jax.tree.map(jnp.shape, jax.eval_shape(lambda k: cf.init(k, vols, train=False), jax.random.key(3)))
           == jax.tree.map(jnp.shape, variables))
 
@@ -89,8 +100,8 @@ def test_layouts_are_the_same_network_forward_gradients_and_statistics(pool):
   for path, g in jax.tree_util.tree_leaves_with_path(g_cf):
     np.testing.assert_allclose(g, flat_cl[path], rtol=2e-3, atol=2e-4, err_msg=jax.tree_util.keystr(path))
   # In inference mode too (running statistics), the path the frozen Stage II targets take.
-  ref = jax.jit(lambda v: cl.apply(v, vols, train=False))(variables)
-  got = jax.jit(lambda v: cf.apply(v, vols, train=False))(variables)
+  ref = _apply(cl, variables, vols)
+  got = _apply(cf, variables, vols)
   for k in ref:
     np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
