@@ -230,8 +230,9 @@ def _planes_bwd(stride, res, g):
 conv_planes.defvjp(_planes_fwd, _planes_bwd)
 
 
-# Channel-major ("CBDHW") versions: activations laid out (C, B, D, H, W), so that every product of the step is
-# a row-major matmul XLA:CPU gives YNNPACK without a transposed copy of a large operand (see `conv_cm`).
+# Channel-major versions: activations laid out (C, B, D, H, W), so that every product of the step is a
+# row-major matmul XLA:CPU gives YNNPACK without a transposed copy of a large operand (module docstring,
+# "Channels-first").
 
 
 def _im2col_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
