@@ -100,8 +100,9 @@ def rotation_sampler(config: ml_collections.ConfigDict) -> str:
 
   'gather' where the rotated volume goes straight into the first convolution on XLA:CPU (input_pool 1):
   the Stage I step at 32^3, batch 64, went from 735 to 642 ms with it and an im2col first convolution
-  (2026-11-25, 2 cores, interleaved); with the channels-first features 534 against 1029 ms. With input_pool > 1 the box filter's matmul reads the volume once and
-  map_coordinates' fused loop is cheaper (33 vs 46 ms per step for the CPU recipe's network, batch 32).
+  (2026-11-25, 2 cores, interleaved); with the channels-first features 534 against 1029 ms. With
+  input_pool > 1 the box filter's matmul reads the volume once and map_coordinates' fused loop is cheaper
+  (33 vs 46 ms per step for the CPU recipe's network, batch 32).
   """
   if config.model.input_pool == 1 and jax.default_backend() == "cpu":
     return "gather"

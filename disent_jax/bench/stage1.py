@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from configs import default
@@ -38,7 +39,7 @@ def load_bank(resolution: int, cache_dir: str | None = DEFAULT_CACHE) -> voxel_b
   return voxel_bank_lib.build_voxel_bank(zoo.procedural_zoo(0), resolution, cache_dir, progress=False)
 
 
-def step_config(resolution: int, batch: int, impl: str | None = None):
+def step_config(resolution: int, batch: int, impl: str | None = None) -> ml_collections.ConfigDict:
   """The default config at this resolution and batch, with `impl` ('conv_impl' or 'conv_impl:layout').
 
   Raises:

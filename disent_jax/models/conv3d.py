@@ -74,6 +74,7 @@ im2col alone was faster for that layer in isolation (forward + weight gradient 9
 from __future__ import annotations
 
 import functools
+import itertools
 
 import flax.linen as nn
 import jax
@@ -116,13 +117,22 @@ def conv_s2d(x: jax.Array, w: jax.Array) -> jax.Array:
   return lax.conv_general_dilated(xs, wp, (1, 1, 1), "VALID", dimension_numbers=_DN)
 
 
+def _window_patches(x: jax.Array, k: int, stride: int, axes: tuple[int, ...], channel_axis: int) -> jax.Array:
+  """The VALID patches of a k-wide window with `stride` over `axes` of x: the k^n strided slices, one per
+  window offset (row-major over `axes`), concatenated along the channel axis (offset-major, then channel)."""
+  out = {a: (x.shape[a] - k) // stride + 1 for a in axes}
+  slices = []
+  for offsets in itertools.product(range(k), repeat=len(axes)):
+    index = [slice(None)] * x.ndim
+    for a, o in zip(axes, offsets):
+      index[a] = slice(o, o + stride * (out[a] - 1) + 1, stride)
+    slices.append(x[tuple(index)])
+  return jnp.concatenate(slices, axis=channel_axis)
+
+
 def _im2col_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(B, od, oh, ow, k^3 Ci) patches of a VALID convolution, features ordered (kd, kh, kw, ci)."""
-  out = [(n - k) // stride + 1 for n in x.shape[1:4]]
-  cols = [x[:, a:a + stride * (out[0] - 1) + 1:stride, b:b + stride * (out[1] - 1) + 1:stride,
-            c:c + stride * (out[2] - 1) + 1:stride, :]
-          for a in range(k) for b in range(k) for c in range(k)]
-  return jnp.concatenate(cols, axis=-1)
+  return _window_patches(x, k, stride, (1, 2, 3), channel_axis=-1)
 
 
 def _weight_grad(g_t: jax.Array, cols: jax.Array) -> jax.Array:
@@ -167,9 +177,7 @@ conv_im2col.defvjp(_im2col_fwd, _im2col_bwd)
 
 def _plane_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(B, D, oh, ow, k^2 Ci): the (h, w) patches of every input depth plane, features ordered (kh, kw, ci)."""
-  oh, ow = [(n - k) // stride + 1 for n in x.shape[2:4]]
-  return jnp.concatenate([x[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
-                          for i in range(k) for j in range(k)], axis=-1)
+  return _window_patches(x, k, stride, (2, 3), channel_axis=-1)
 
 
 def _planes_kernel(w: jax.Array) -> jax.Array:
@@ -237,17 +245,12 @@ conv_planes.defvjp(_planes_fwd, _planes_bwd)
 
 def _im2col_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(k^3 Ci, B, od, oh, ow) patches of x (Ci, B, D, H, W), rows ordered (kd, kh, kw, ci)."""
-  out = [(n - k) // stride + 1 for n in x.shape[2:5]]
-  return jnp.concatenate([x[:, :, a:a + stride * (out[0] - 1) + 1:stride, b:b + stride * (out[1] - 1) + 1:stride,
-                            c:c + stride * (out[2] - 1) + 1:stride]
-                          for a in range(k) for b in range(k) for c in range(k)], axis=0)
+  return _window_patches(x, k, stride, (2, 3, 4), channel_axis=0)
 
 
 def _plane_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(k^2 Ci, B, D, oh, ow): the (h, w) patches of every depth plane of x (Ci, B, D, H, W), rows (kh, kw, ci)."""
-  oh, ow = [(n - k) // stride + 1 for n in x.shape[3:5]]
-  return jnp.concatenate([x[:, :, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-                          for i in range(k) for j in range(k)], axis=0)
+  return _window_patches(x, k, stride, (3, 4), channel_axis=0)
 
 
 def _transposed_copy(m: jax.Array) -> jax.Array:
