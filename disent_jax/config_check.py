@@ -184,6 +184,7 @@ RULES: dict[str, Rule] = {
     "translation.cells": _positive_ints(3),
     "regressor.backbone": _one_of(*BACKBONES),
     "regressor.backbone_width": _int_at_least(0),
+    "regressor.backbone_layout": _one_of(*LAYOUTS),
     # The reference default is (), so the generic check cannot know the element type: checked here.
     "regressor.backbone_stages": Rule(lambda v: all(_is_int(x) and x >= 1 for x in v),
                                       "() or a tuple of integers >= 1 (blocks per stage)"),

@@ -111,11 +111,13 @@ def create_model(config: ml_collections.ConfigDict, num_models: int, num_anchors
                  bn_axis_name: str | None = None) -> regressor_lib.ImageRegressor:
   """The Stage II regressor of `config.regressor` (embedding sizes and rotation head from `config.model`)."""
   r, m = config.regressor, config.model
+  # r.get: configs written before backbone_layout existed.
   return regressor_lib.ImageRegressor(
       backbone=r.backbone, num_models=num_models, num_anchors=num_anchors, num_cells=num_cells,
       shape_dim=m.shape_dim, pose_dim=m.pose_dim, disentangle=m.disentangle, head_hidden=m.head_hidden,
       translation_hidden=r.translation_hidden, backbone_width=r.backbone_width,
-      backbone_stages=tuple(r.backbone_stages), bn_axis_name=bn_axis_name, dtype=jnp.dtype(r.dtype))
+      backbone_stages=tuple(r.backbone_stages), backbone_layout=r.get("backbone_layout", "auto"),
+      bn_axis_name=bn_axis_name, dtype=jnp.dtype(r.dtype))
 
 
 def loss_kwargs(config: ml_collections.ConfigDict) -> dict:

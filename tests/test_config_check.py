@@ -151,6 +151,7 @@ def test_accepted_type_variants():
     ("translation.cells", (7, 0, 10), "3 integers >= 1"),
     ("regressor.backbone", "vgg16", "one of 'resnet18', 'resnet34', 'resnet50', 'resnet_tiny'"),
     ("regressor.backbone_width", -1, "an integer >= 0"),
+    ("regressor.backbone_layout", "nchw", "one of 'auto', 'channels_last', 'channels_first'"),
     ("regressor.backbone_stages", (2, 0), "() or a tuple of integers >= 1"),
     ("regressor.backbone_stages", (2, "2"), "() or a tuple of integers >= 1"),
     ("regressor.cell_weight", -1.0, "a finite number >= 0"),

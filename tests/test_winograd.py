@@ -38,6 +38,37 @@ def test_conv3_valid_equals_the_direct_convolution(spatial):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("spatial", [(6, 8), (4, 6, 8)])
+def test_conv3_valid_cm_equals_the_direct_convolution(spatial):
+  # The channel-major version, (C, B, *spatial) in and out, with its default product and a custom one.
+  rng = np.random.default_rng(10 + len(spatial))
+  n = len(spatial)
+  x = rng.standard_normal((2, *spatial, 3)).astype(np.float32)
+  w = rng.standard_normal((3,) * n + (3, 5)).astype(np.float32)
+  ct = rng.standard_normal((2, *(s - 2 for s in spatial), 5)).astype(np.float32)
+  to_cm, from_cm = (n + 1, 0, *range(1, n + 1)), (*range(1, n + 2), 0)
+  calls = []
+
+  def matmul(u, v):
+    calls.append((u.shape, v.shape))
+    return jnp.einsum("tco,tcn->ton", u, v)
+
+  convs = [lambda x, w: winograd.conv3_valid_cm(x.transpose(to_cm), w).transpose(from_cm),
+           lambda x, w: winograd.conv3_valid_cm(x.transpose(to_cm), w, matmul).transpose(from_cm), _direct]
+
+  @jax.jit
+  def outputs_and_gradients(x, w):
+    return [(conv(x, w), jax.grad(lambda x, w: jnp.sum(conv(x, w) * ct), (0, 1))(x, w)) for conv in convs]
+
+  *ours, (ref, g_ref) = outputs_and_gradients(x, w)
+  for out, g in ours:
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+  tiles = int(np.prod([(s - 2) // 2 for s in spatial]))
+  assert calls[0] == ((4 ** n, 3, 5), (4 ** n, 3, 2 * tiles))
+
+
 def test_conv3_valid_against_a_hand_computed_case():
   # 1D: x = 0..5, w = (1, 2, 3): out[i] = x[i] + 2 x[i+1] + 3 x[i+2] = 6 i + 8.
   x = jnp.arange(6.0).reshape(1, 6, 1)

@@ -45,6 +45,8 @@ class ImageRegressor(nn.Module):
     translation_hidden: hidden width of the translation head (0: linear).
     backbone_width, backbone_stages: optional overrides of the backbone's width and depth (CPU configs:
       the 2-core CPU trains a full ResNet-18 at ~25 img/s; ImageNet weights need the standard shape).
+    backbone_layout: the backbone's feature-map layout, `resnet.ResNet.layout` ('auto': channels-first
+      on CPU, channels-last elsewhere; the same parameters either way).
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
     dtype: computation dtype (parameters stay float32).
   """
@@ -59,6 +61,7 @@ class ImageRegressor(nn.Module):
   translation_hidden: int = 0
   backbone_width: int = 0  # 0: the backbone's own width (64 for the ResNets); else its num_filters
   backbone_stages: tuple[int, ...] = ()  # (): the backbone's own blocks per stage
+  backbone_layout: str = "auto"
   bn_axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
 
@@ -73,7 +76,7 @@ class ImageRegressor(nn.Module):
     if self.backbone_stages:
       overrides["stage_sizes"] = tuple(self.backbone_stages)
     backbone = resnet.create_backbone(self.backbone, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                                      **overrides)
+                                      layout=self.backbone_layout, **overrides)
     features = backbone.clone(parent=self, name="backbone")(images, train=train)
     if self.disentangle:
       shape_vec = nn.Dense(self.shape_dim, dtype=self.dtype, name="shape_vec")(features)

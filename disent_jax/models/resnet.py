@@ -52,6 +52,20 @@ Speed on XLA:CPU (ResNet-50 train step: forward, linear head + cross-entropy, ba
 Result: 1.40 s (22.8 img/s) against PyTorch 2.13's 1.29 s (24.9 img/s) on the same core; 20.6 s against
 13.0-13.6 s at 224 px.
 
+**Channels-first** (`layout`, 'auto' on CPU): the feature maps laid out (C, B, H, W), as Stage I's
+embedder does (`conv3d` module docstring). Channels-last, the weight gradient of every convolution as a
+matrix product contracts the long B*H*W axis that leads both operands, and XLA:CPU either transposes one
+of them (a strided copy of the whole activation: a 1x1 layer's weight gradient reads its input transposed)
+or runs the product in its slower fallback dot. Channels-first, a layer is W^T (Co, K) @ P (K, N) with the
+patch matrix P (the activation itself for a 1x1 layer), its input gradient W @ G, and its weight gradient
+G (Co, N) . P (K, N) over their common last axis (`matmul_cm`): row-major products YNNPACK takes as they
+are. Winograd's 16 products take the same form (`winograd.conv3_valid_cm`). Same parameters, same
+function (tested against channels-last, forward, gradients and BatchNorm statistics). Measured on the
+2-core machine (2026-11-25, interleaved in one process, the benchmark's train step, batch 32):
+ResNet-50 224 px 12.6-13.9 -> 8.5-10.0 s per step (medians 13.6 -> 9.5), 64 px 1.041 -> 0.886 s,
+the CPU recipe's half-width ResNet-18 at 48 px 0.137 -> 0.106 s. The input is transposed once (3
+channels) and the pooled features once (B, C).
+
 Initialisation matches torchvision's default: Kaiming-normal (fan_out, ReLU gain) convs, BN scale 1 and
 bias 0. `zero_init_residual=True` zeroes the last BN scale of each block (Goyal et al. 2017: every block
 starts as the identity), torchvision's option of the same name.
@@ -117,13 +131,74 @@ def conv_winograd(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Arra
   return winograd.conv3_valid(x, w)[:, :h, :wd]
 
 
-def _winograd_pays(x: jax.Array, w: jax.Array, stride: int, pad: int) -> bool:
+def _winograd_pays(x: jax.Array, w: jax.Array, stride: int, pad: int, channels_first: bool = False) -> bool:
   """Whether F(2x2, 3x3) applies and beats im2col for this layer on XLA:CPU (see the module docstring)."""
-  h, wd, c_in = x.shape[1:]
+  (h, wd), c_in = (x.shape[2:], x.shape[0]) if channels_first else (x.shape[1:3], x.shape[3])
   return _winograd_applies(w, stride, pad) and h * wd >= 49 and c_in * w.shape[-1] >= 64 * 64
 
 
 _CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col, "winograd": conv_winograd}
+
+
+def _swap(m: jax.Array) -> jax.Array:
+  return jnp.swapaxes(m, -1, -2)
+
+
+@jax.custom_vjp
+def matmul_cm(w: jax.Array, x: jax.Array) -> jax.Array:
+  """A channel-major layer's product: w (..., K, Co), x (..., K, N) -> w^T @ x, (..., Co, N).
+
+  Written out so that no large operand is ever transposed (module docstring, "Channels-first"): the
+  forward multiplies the kernel's transpose (small; an optimization barrier keeps XLA from folding it
+  back into the dot as a transposed operand, which XLA:CPU runs in a slower fallback), the input gradient
+  is w @ g, and the weight gradient is g . x over their common last axis, a form YNNPACK takes as it is.
+  Leading axes are batch axes (Winograd's 16 products).
+  """
+  return jnp.matmul(lax.optimization_barrier(_swap(w)), x)
+
+
+def _matmul_cm_fwd(w, x):
+  return matmul_cm(w, x), (w, x)
+
+
+def _matmul_cm_bwd(res, g):
+  w, x = res
+  batch = tuple(range(g.ndim - 2))
+  dw_t = lax.dot_general(g, x, (((g.ndim - 1,), (x.ndim - 1,)), (batch, batch)))  # (..., Co, K)
+  return _swap(dw_t), jnp.matmul(w, g)
+
+
+matmul_cm.defvjp(_matmul_cm_fwd, _matmul_cm_bwd)
+
+
+def conv_im2col_cm(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+  """`conv_im2col` on channel-major activations: x (Ci, B, H, W), w HWIO -> (Co, B, Ho, Wo).
+
+  The patch matrix is (k k Ci, B Ho Wo), rows ordered (kh, kw, ci) like the kernel matrix's; a 1x1
+  kernel needs no patches (a strided slice, then the product).
+  """
+  k, co = w.shape[0], w.shape[-1]
+  if pad:
+    x = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+  ho, wo = (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
+  cols = jnp.concatenate([x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+                          for i in range(k) for j in range(k)], axis=0)
+  return matmul_cm(w.reshape(-1, co), cols.reshape(cols.shape[0], -1)).reshape(co, *cols.shape[1:])
+
+
+def conv_winograd_cm(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
+  """`conv_winograd` on channel-major activations (`winograd.conv3_valid_cm`, products by `matmul_cm`);
+  other kernels and strides fall back to `conv_im2col_cm`."""
+  if not _winograd_applies(w, stride, pad):
+    return conv_im2col_cm(x, w, stride, pad)
+  h, wd = x.shape[2:4]
+  x = jnp.pad(x, ((0, 0), (0, 0), (1, 1 + h % 2), (1, 1 + wd % 2)))
+  return winograd.conv3_valid_cm(x, w, matmul_cm)[:, :, :h, :wd]
+
+
+_CM_IMPLS = {"im2col": conv_im2col_cm, "winograd": conv_winograd_cm}
+# The conv_impl values a channels-first ResNet takes.
+CHANNELS_FIRST_CONV_IMPLS = ("auto", *_CM_IMPLS)
 
 
 class Conv(nn.Module):
@@ -138,18 +213,30 @@ class Conv(nn.Module):
     impl: 'lax', 'im2col', 'winograd' (3x3 stride-1 layers; im2col for the others), or 'auto': on CPU
       winograd for the 3x3 stride-1 layers where it pays and im2col for the rest, lax elsewhere (see the
       module docstring).
+    channels_first: inputs and outputs laid out (C, B, H, W) (`conv_im2col_cm`, `conv_winograd_cm`);
+      impl 'auto', 'im2col' or 'winograd'. The parameter is the same.
     dtype: computation dtype.
   """
   features: int
   kernel_size: int
   stride: int = 1
   impl: str = "auto"
+  channels_first: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    w = self.param("kernel", _conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    ci = x.shape[0] if self.channels_first else x.shape[-1]
+    w = self.param("kernel", _conv_init, (k, k, ci, self.features), jnp.float32)
+    if self.channels_first:
+      impl = self.impl
+      if impl == "auto":
+        impl = "winograd" if _winograd_pays(x, w, self.stride, (k - 1) // 2, True) else "im2col"
+      if impl not in _CM_IMPLS:
+        raise errors.ConfigError(f"channels-first conv impl must be 'auto' or one of {sorted(_CM_IMPLS)}, "
+                                 f"got {impl!r}")
+      return _CM_IMPLS[impl](x.astype(self.dtype), w.astype(self.dtype), self.stride, (k - 1) // 2)
     impl = self.impl
     if impl == "auto" and jax.default_backend() != "cpu":
       impl = "lax"
@@ -161,7 +248,7 @@ class Conv(nn.Module):
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm over all axes but the last, with nn.BatchNorm's variables, statistics and update rule.
+  """BatchNorm over all axes but `axis`, with nn.BatchNorm's variables, statistics and update rule.
 
   Same variables ('scale', 'bias' in params; 'mean', 'var' in batch_stats), float32 statistics, the same
   fast variance E[x^2] - E[x]^2 clipped at 0, the same running-average update (skipped at init), and the
@@ -177,6 +264,7 @@ class BatchNorm(nn.Module):
     axis_name: pmap axis to average the statistics over (None under jit).
     dtype: computation dtype of the normalised output (statistics stay float32).
     scale_init: initializer of the scale (zeros for `zero_init_residual`).
+    axis: the channel axis (-1 channels-last, 0 channels-first).
   """
   use_running_average: bool
   momentum: float = 0.9
@@ -184,10 +272,12 @@ class BatchNorm(nn.Module):
   axis_name: str | None = None
   dtype: jnp.dtype = jnp.float32
   scale_init: Callable = nn.initializers.ones
+  axis: int = -1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
+    axis = self.axis % x.ndim
+    c = x.shape[axis]
     scale = self.param("scale", self.scale_init, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
@@ -196,7 +286,14 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       xf = x.astype(jnp.float32)
-      axes = tuple(range(x.ndim - 1))
+      axes = tuple(a for a in range(x.ndim) if a != axis)
+      if axis != x.ndim - 1:
+        # Channels-first (C, B, H, W): the statistics read x behind an optimization barrier. Without it
+        # XLA:CPU (jax 0.10.2) splits these reductions over the pieces of a Winograd output transform and
+        # its YNNPACK reduce fusions then give wrong gradients to the layers before (found by
+        # `tests/test_resnet.py::test_channels_first_matches_channels_last`: ~1e-2 relative error in a
+        # ResNet-18's first block, exact with --xla_cpu_experimental_ynn_fusion_type=-reduce).
+        xf = lax.optimization_barrier(xf)
       moments = jnp.concatenate([jnp.mean(xf, axes), jnp.mean(jnp.square(xf), axes)])
       if self.axis_name is not None and not self.is_initializing():
         moments = lax.pmean(moments, self.axis_name)  # one collective for both moments
@@ -206,29 +303,36 @@ class BatchNorm(nn.Module):
         ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
         ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
     mul = scale * lax.rsqrt(var + self.epsilon)
-    return x.astype(self.dtype) * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = c
+    add = (bias - mean * mul).reshape(shape)
+    return x.astype(self.dtype) * mul.reshape(shape).astype(self.dtype) + add.astype(self.dtype)
 
 
 class _Blocks(nn.Module):
-  """The two block types' shared settings, and conv and BN factories that apply them."""
+  """The two block types' shared settings, and conv and BN factories that apply them (`channels_first`:
+  the block's input and output are (C, B, H, W))."""
   features: int
   stride: int = 1
   bn_axis_name: str | None = None
   bn_momentum: float = 0.9
   zero_init_residual: bool = False
   conv_impl: str = "auto"
+  channels_first: bool = False
   dtype: jnp.dtype = jnp.float32
 
   def _conv(self, features: int, kernel: int, stride: int, name: str) -> Conv:
-    return Conv(features, kernel, stride, impl=self.conv_impl, dtype=self.dtype, name=name)
+    return Conv(features, kernel, stride, impl=self.conv_impl, channels_first=self.channels_first,
+                dtype=self.dtype, name=name)
 
   def _norm(self, train: bool, name: str, zero: bool = False) -> BatchNorm:
     return BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      axis_name=self.bn_axis_name, dtype=self.dtype,
-                     scale_init=nn.initializers.zeros if zero else nn.initializers.ones, name=name)
+                     scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
+                     axis=0 if self.channels_first else -1, name=name)
 
   def _shortcut(self, x: jax.Array, features: int, train: bool) -> jax.Array:
-    if x.shape[-1] == features and self.stride == 1:
+    if x.shape[0 if self.channels_first else -1] == features and self.stride == 1:
       return x
     x = self._conv(features, 1, self.stride, "downsample_conv")(x)
     return self._norm(train, "downsample_bn")(x)
@@ -274,6 +378,10 @@ class ResNet(nn.Module):
     zero_init_residual: start each block's last BN scale at 0 (default False: torchvision's init).
     conv_impl: 'auto' (Winograd or im2col on CPU, lax elsewhere; see `Conv`), 'lax', 'im2col' or
       'winograd'; all compute the same function.
+    layout: where the feature maps keep their channels: 'channels_last' (B, H, W, C), 'channels_first'
+      (C, B, H, W; conv_impl 'auto', 'im2col' or 'winograd'), or 'auto': channels-first on CPU unless
+      conv_impl is 'lax', channels-last elsewhere (module docstring, "Channels-first"). Inputs and
+      outputs are the same in both: NHWC images in, (B, feature_dim) out; so are the parameters.
   """
   stage_sizes: tuple[int, ...]
   block: str
@@ -283,6 +391,21 @@ class ResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
   zero_init_residual: bool = False
   conv_impl: str = "auto"
+  layout: str = "auto"
+
+  def _channels_first(self) -> bool:
+    """Whether the feature maps run channels-first (see `layout`)."""
+    if self.layout == "auto":
+      return jax.default_backend() == "cpu" and self.conv_impl != "lax"
+    if self.layout == "channels_first":
+      if self.conv_impl not in CHANNELS_FIRST_CONV_IMPLS:
+        raise errors.ConfigError(f"ResNet layout 'channels_first' takes conv_impl in "
+                                 f"{CHANNELS_FIRST_CONV_IMPLS}, got {self.conv_impl!r}")
+      return True
+    if self.layout == "channels_last":
+      return False
+    raise errors.ConfigError(f"ResNet layout must be 'auto', 'channels_last' or 'channels_first', "
+                             f"got {self.layout!r}")
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -299,20 +422,30 @@ class ResNet(nn.Module):
     if self.block not in _BLOCKS:
       raise errors.ConfigError(f"ResNet block must be one of {sorted(_BLOCKS)}, got {self.block!r}")
     block_cls = _BLOCKS[self.block]
+    cf = self._channels_first()
     x = x.astype(self.dtype)
-    x = Conv(self.num_filters, 7, 2, impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
+    if cf:
+      x = x.transpose(3, 0, 1, 2)  # (3, B, H, W): one small transpose, the only one of the network
+    x = Conv(self.num_filters, 7, 2, impl=self.conv_impl, channels_first=cf, dtype=self.dtype,
+             name="conv1")(x)
     x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                  axis_name=self.bn_axis_name, dtype=self.dtype, name="bn1")(x)
+                  axis_name=self.bn_axis_name, dtype=self.dtype, axis=0 if cf else -1, name="bn1")(x)
     x = nn.relu(x)
     # -inf padding (flax's max_pool pads with the reduction's identity), like torch's MaxPool2d(3, 2, 1).
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    if cf:
+      x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 3, 3), (1, 1, 2, 2),
+                            ((0, 0), (0, 0), (1, 1), (1, 1)))
+    else:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, size in enumerate(self.stage_sizes):
       for j in range(size):
         x = block_cls(self.num_filters * 2 ** i, stride=2 if i > 0 and j == 0 else 1,
                       bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
                       zero_init_residual=self.zero_init_residual, conv_impl=self.conv_impl,
-                      dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train=train)
+                      channels_first=cf, dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train=train)
     # Pool in float32: a bf16 sum over 7x7 (or 2x2 at 64 px) positions loses digits for nothing.
+    if cf:
+      return jnp.mean(x.astype(jnp.float32), axis=(2, 3)).T
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 

@@ -27,7 +27,7 @@ differs from a direct convolution by float32 rounding only (tested against `lax.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,38 @@ def conv3_valid(x: jax.Array, w: jax.Array) -> jax.Array:
     (B, *(size - 2), C_out), the same as `lax.conv_general_dilated(x, w, (1,) * n, 'VALID')` up to float
     rounding.
   """
+  return _conv3_valid(x, w, channels_first=False,
+                      matmul=lambda v, u: jnp.einsum("tnc,tco->tno", v, u))
+
+
+def conv3_valid_cm(x: jax.Array, w: jax.Array,
+                   matmul: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> jax.Array:
+  """`conv3_valid` on channel-major activations: x (C_in, B, *spatial) -> (C_out, B, *(size - 2)).
+
+  The 4^n products are M[t] = U[t]^T @ V[t] with V[t] (C_in, tiles), so every operand keeps its long axis
+  last (the layout `resnet.matmul_cm` is written for).
+
+  Args:
+    x: (C_in, B, *spatial) input; output sizes (size - 2) even, as for `conv3_valid`.
+    w: (3,) * n + (C_in, C_out) kernel.
+    matmul: computes the products, (4^n, C_in, C_out) transformed kernel and (4^n, C_in, N) transformed
+      input -> (4^n, C_out, N); default `jnp.matmul` of the kernel's transpose.
+
+  Returns:
+    (C_out, B, *(size - 2)).
+  """
+  if matmul is None:
+    matmul = lambda u, v: jnp.matmul(jnp.swapaxes(u, -1, -2), v)
+  return _conv3_valid(x, w, channels_first=True, matmul=lambda v, u: matmul(u, v))
+
+
+def _conv3_valid(x: jax.Array, w: jax.Array, channels_first: bool,
+                 matmul: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """Both layouts of `conv3_valid`: matmul(v, u) multiplies the transformed input and kernel."""
   n = x.ndim - 2
-  spatial, c_in, c_out = x.shape[1:-1], x.shape[-1], w.shape[-1]
+  first = 2 if channels_first else 1  # first spatial axis
+  c_in, b = (x.shape[0], x.shape[1]) if channels_first else (x.shape[-1], x.shape[0])
+  spatial, c_out = x.shape[first:first + n], w.shape[-1]
   if w.shape != (3,) * n + (c_in, c_out):
     raise ValueError(f"conv3_valid needs a (3,)*{n} + (C_in, C_out) kernel for input {x.shape}, "
                      f"got {w.shape}")
@@ -70,27 +100,34 @@ def conv3_valid(x: jax.Array, w: jax.Array) -> jax.Array:
     raise ValueError(f"conv3_valid needs even output sizes >= 2, got input {x.shape}")
   tiles = [(s - 2) // 2 for s in spatial]
   # Input transform, one axis at a time: 4 slices of stride 2 (tile starts), combined by B^T, the 4 results
-  # stacked on a new leading axis. After axis k the spatial axis k sits at 1 + 2k (k stacked axes before it).
+  # stacked on a new leading axis. After axis k the spatial axis k sits at first + 2k (k stacked axes
+  # before it).
   v = x
   for k, t in enumerate(tiles):
-    axis = 1 + 2 * k
+    axis = first + 2 * k
     cols = [jax.lax.slice_in_dim(v, i, i + 2 * (t - 1) + 1, 2, axis) for i in range(4)]
     v = jnp.stack([_combine(row, cols) for row in _BT])
-  v = v.reshape(4 ** n, -1, c_in)  # tile-element axes in the order (a_{n-1}, ..., a_0)
+  # Tile-element axes in the order (a_{n-1}, ..., a_0); (4^n, C_in, N) channels-first, (4^n, N, C_in) else.
+  v = v.reshape(4 ** n, c_in, -1) if channels_first else v.reshape(4 ** n, -1, c_in)
   # Kernel transform G g G^T along every axis; tensordot puts each new axis in front, giving the same order.
   g = jnp.asarray(_G, w.dtype)
   u = w
   for k in range(n):
     u = jnp.tensordot(g, u, axes=((1,), (k,)))
-  m = jnp.einsum("tnc,tco->tno", v, u.reshape(4 ** n, c_in, c_out))
-  m = m.reshape((4,) * n + (x.shape[0], *tiles, c_out))
+  m = matmul(v, u.reshape(4 ** n, c_in, c_out))
+  lead = (c_out, b) if channels_first else (b,)
+  m = m.reshape((4,) * n + lead + tuple(tiles) + (() if channels_first else (c_out,)))
   # Output transform A^T along the leading tile-element axis, n times; each puts its 2 outputs last, so the
-  # result is (B, *tiles, C_out, r_{n-1}, ..., r_0), then every r_k moves next to its tile axis.
+  # result is (*lead, *tiles, [C_out,] r_{n-1}, ..., r_0), then every r_k moves next to its tile axis.
   y = m
   for _ in range(n):
     y = jnp.stack([_combine(row, [y[i] for i in range(4)]) for row in _AT], axis=-1)
-  perm = [0]
+  rank = y.ndim  # r_k sits at rank - 1 - k
+  perm = list(range(len(lead)))
   for k in range(n):
-    perm += [1 + k, 2 * n + 1 - k]
-  perm.append(n + 1)
-  return y.transpose(perm).reshape(x.shape[0], *(2 * t for t in tiles), c_out)
+    perm += [len(lead) + k, rank - 1 - k]
+  if not channels_first:
+    perm.append(len(lead) + n)
+  out = tuple(2 * t for t in tiles)
+  return y.transpose(perm).reshape(*((c_out, b) if channels_first else (b,)), *out,
+                                   *(() if channels_first else (c_out,)))
