@@ -167,8 +167,10 @@ def reference_activations(resnet18_sd):
 
 # ResNet-18 in eval mode returning the outputs of layer1_0 and layer2_0 too; module-level so that the
 # numpy and torch tests share one compilation (most of their cost).
+# Channels-last, so that the captured block outputs are (B, H, W, C) like the reference's (the default
+# layout on CPU keeps them (C, B, H, W); the two layouts compute the same function, tests/test_resnet.py).
 _RESNET18_EVAL = jax.jit(functools.partial(
-    resnet.create_backbone("resnet18").apply, train=False,
+    resnet.create_backbone("resnet18", layout="channels_last").apply, train=False,
     capture_intermediates=lambda m, method: m.name in ("layer1_0", "layer2_0") and method == "__call__"))
 
 
