@@ -119,7 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.regressor.backbone = "resnet50"  # 'resnet50' (paper) | 'resnet34' | 'resnet18' | 'resnet_tiny'
   config.regressor.backbone_width = 0  # > 0: override the backbone's base width (num_filters, 64)
   config.regressor.backbone_stages = ()  # non-empty: override its blocks per stage, e.g. (1, 1, 1, 1)
-  # 'auto' (channels-first on CPU, faster there) | 'channels_last' | 'channels_first' (resnet.ResNet.layout)
+  # 'auto' (channels-first to train on CPU, faster there) | 'channels_last' | 'channels_first' (resnet.ResNet.layout)
   config.regressor.backbone_layout = "auto"
   config.regressor.imagenet_weights = ""  # torchvision ResNet state dict (.pth/.npz/.safetensors); '' = scratch
   config.regressor.use_embedding = True  # False: the paper's "w/o embedding" ablation (single stage)

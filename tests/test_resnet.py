@@ -207,12 +207,14 @@ def test_conv_impl_does_not_change_the_network(tiny_variables):
           jax.random.key(1), x, train=False))
 
 
-def test_layout_auto_is_channels_first_on_cpu_unless_lax():
+def test_layout_auto_is_channels_first_for_training_on_cpu_unless_lax():
   assert jax.default_backend() == "cpu"
-  assert resnet.create_backbone("resnet_tiny")._channels_first()
-  assert resnet.create_backbone("resnet_tiny", conv_impl="winograd")._channels_first()
-  assert not resnet.create_backbone("resnet_tiny", conv_impl="lax")._channels_first()
-  assert not resnet.create_backbone("resnet_tiny", layout="channels_last")._channels_first()
+  assert resnet.create_backbone("resnet_tiny")._channels_first(train=True)
+  assert resnet.create_backbone("resnet_tiny", conv_impl="winograd")._channels_first(train=True)
+  assert not resnet.create_backbone("resnet_tiny")._channels_first(train=False)
+  assert not resnet.create_backbone("resnet_tiny", conv_impl="lax")._channels_first(train=True)
+  assert not resnet.create_backbone("resnet_tiny", layout="channels_last")._channels_first(train=True)
+  assert resnet.create_backbone("resnet_tiny", layout="channels_first")._channels_first(train=False)
 
 
 def test_matmul_cm_and_its_gradients():

@@ -46,7 +46,7 @@ class ImageRegressor(nn.Module):
     backbone_width, backbone_stages: optional overrides of the backbone's width and depth (CPU configs:
       the 2-core CPU trains a full ResNet-18 at ~25 img/s; ImageNet weights need the standard shape).
     backbone_layout: the backbone's feature-map layout, `resnet.ResNet.layout` ('auto': channels-first
-      on CPU, channels-last elsewhere; the same parameters either way).
+      for training on CPU, channels-last otherwise; the same parameters either way).
     bn_axis_name: pmap axis name for cross-device BatchNorm statistics (None under jit).
     dtype: computation dtype (parameters stay float32).
   """
