@@ -52,7 +52,7 @@ Speed on XLA:CPU (ResNet-50 train step: forward, linear head + cross-entropy, ba
 Result: 1.40 s (22.8 img/s) against PyTorch 2.13's 1.29 s (24.9 img/s) on the same core; 20.6 s against
 13.0-13.6 s at 224 px.
 
-**Channels-first** (`layout`, 'auto' on CPU): the feature maps laid out (C, B, H, W), as Stage I's
+**Channels-first** (`layout`, 'auto' for training on CPU): the feature maps laid out (C, B, H, W), as Stage I's
 embedder does (`conv3d` module docstring). Channels-last, the weight gradient of every convolution as a
 matrix product contracts the long B*H*W axis that leads both operands, and XLA:CPU either transposes one
 of them (a strided copy of the whole activation: a 1x1 layer's weight gradient reads its input transposed)
@@ -294,7 +294,8 @@ class BatchNorm(nn.Module):
         # XLA:CPU (jax 0.10.2) splits these reductions over the pieces of a Winograd output transform and
         # its YNNPACK reduce fusions then give wrong gradients to the layers before (found by
         # `tests/test_resnet.py::test_channels_first_matches_channels_last`: ~1e-2 relative error in a
-        # ResNet-18's first block, exact with --xla_cpu_experimental_ynn_fusion_type=-reduce).
+        # ResNet-18's first block for some parameter values, exact with
+        # --xla_cpu_experimental_ynn_fusion_type=-reduce; float64 agrees with channels-last).
         xf = lax.optimization_barrier(xf)
       moments = jnp.concatenate([jnp.mean(xf, axes), jnp.mean(jnp.square(xf), axes)])
       if self.axis_name is not None and not self.is_initializing():
@@ -428,7 +429,7 @@ class ResNet(nn.Module):
     cf = self._channels_first(train)
     x = x.astype(self.dtype)
     if cf:
-      x = x.transpose(3, 0, 1, 2)  # (3, B, H, W): one small transpose, the only one of the network
+      x = x.transpose(3, 0, 1, 2)  # (3, B, H, W): small, like the pooled features' at the end
     x = Conv(self.num_filters, 7, 2, impl=self.conv_impl, channels_first=cf, dtype=self.dtype,
              name="conv1")(x)
     x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
