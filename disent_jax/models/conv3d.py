@@ -74,12 +74,12 @@ im2col alone was faster for that layer in isolation (forward + weight gradient 9
 from __future__ import annotations
 
 import functools
-import itertools
-
 import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
+
+from disent_jax.models import matmul_forms
 
 _DN = ("NDHWC", "DHWIO", "NDHWC")
 
@@ -117,22 +117,9 @@ def conv_s2d(x: jax.Array, w: jax.Array) -> jax.Array:
   return lax.conv_general_dilated(xs, wp, (1, 1, 1), "VALID", dimension_numbers=_DN)
 
 
-def _window_patches(x: jax.Array, k: int, stride: int, axes: tuple[int, ...], channel_axis: int) -> jax.Array:
-  """The VALID patches of a k-wide window with `stride` over `axes` of x: the k^n strided slices, one per
-  window offset (row-major over `axes`), concatenated along the channel axis (offset-major, then channel)."""
-  out = {a: (x.shape[a] - k) // stride + 1 for a in axes}
-  slices = []
-  for offsets in itertools.product(range(k), repeat=len(axes)):
-    index = [slice(None)] * x.ndim
-    for a, o in zip(axes, offsets):
-      index[a] = slice(o, o + stride * (out[a] - 1) + 1, stride)
-    slices.append(x[tuple(index)])
-  return jnp.concatenate(slices, axis=channel_axis)
-
-
 def _im2col_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(B, od, oh, ow, k^3 Ci) patches of a VALID convolution, features ordered (kd, kh, kw, ci)."""
-  return _window_patches(x, k, stride, (1, 2, 3), channel_axis=-1)
+  return matmul_forms.window_patches(x, k, stride, (1, 2, 3), channel_axis=-1)
 
 
 def _weight_grad(g_t: jax.Array, cols: jax.Array) -> jax.Array:
@@ -177,7 +164,7 @@ conv_im2col.defvjp(_im2col_fwd, _im2col_bwd)
 
 def _plane_patches(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(B, D, oh, ow, k^2 Ci): the (h, w) patches of every input depth plane, features ordered (kh, kw, ci)."""
-  return _window_patches(x, k, stride, (2, 3), channel_axis=-1)
+  return matmul_forms.window_patches(x, k, stride, (2, 3), channel_axis=-1)
 
 
 def _planes_kernel(w: jax.Array) -> jax.Array:
@@ -245,23 +232,12 @@ conv_planes.defvjp(_planes_fwd, _planes_bwd)
 
 def _im2col_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(k^3 Ci, B, od, oh, ow) patches of x (Ci, B, D, H, W), rows ordered (kd, kh, kw, ci)."""
-  return _window_patches(x, k, stride, (2, 3, 4), channel_axis=0)
+  return matmul_forms.window_patches(x, k, stride, (2, 3, 4), channel_axis=0)
 
 
 def _plane_patches_cm(x: jax.Array, k: int, stride: int) -> jax.Array:
   """(k^2 Ci, B, D, oh, ow): the (h, w) patches of every depth plane of x (Ci, B, D, H, W), rows (kh, kw, ci)."""
-  return _window_patches(x, k, stride, (3, 4), channel_axis=0)
-
-
-def _transposed_copy(m: jax.Array) -> jax.Array:
-  """m.T as its own array. XLA folds a plain transpose of a dot's operand into the dot's dimension numbers,
-  and XLA:CPU runs the resulting transposed-operand product in its slower fallback dot."""
-  return lax.optimization_barrier(m.T)
-
-
-def _nt(a: jax.Array, b: jax.Array) -> jax.Array:
-  """a (M, N) @ b (K, N)^T -> (M, K), contracting both operands' last axis (a form YNNPACK takes)."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+  return matmul_forms.window_patches(x, k, stride, (3, 4), channel_axis=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -269,7 +245,8 @@ def conv_im2col_cm(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   """`conv_im2col` on channel-major activations: x (Ci, B, D, H, W), w (k, k, k, Ci, Co) -> (Co, B, od, oh, ow)."""
   k, co = w.shape[0], w.shape[-1]
   cols = _im2col_patches_cm(x, k, stride)
-  return (_transposed_copy(w.reshape(-1, co)) @ cols.reshape(cols.shape[0], -1)).reshape(co, *cols.shape[1:])
+  y = matmul_forms.transposed_copy(w.reshape(-1, co)) @ cols.reshape(cols.shape[0], -1)
+  return y.reshape(co, *cols.shape[1:])
 
 
 def _im2col_cm_fwd(x, w, stride):
@@ -282,7 +259,7 @@ def _im2col_cm_bwd(stride, res, g):
   cols, cols_vjp = jax.vjp(lambda v: _im2col_patches_cm(v, k, stride), x)
   g2 = g.reshape(co, -1)
   dx = cols_vjp((w.reshape(-1, co) @ g2).reshape(cols.shape))[0]
-  dw_t = _nt(g2, cols.reshape(cols.shape[0], -1))  # (co, k^3 ci)
+  dw_t = matmul_forms.nt(g2, cols.reshape(cols.shape[0], -1))  # (co, k^3 ci)
   return dx, dw_t.reshape(co, k, k, k, ci).transpose(1, 2, 3, 4, 0)
 
 
@@ -296,7 +273,8 @@ def conv_planes_cm(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
   k, co = w.shape[0], w.shape[4]
   od = (d - k) // stride + 1
   cols = _plane_patches_cm(x, k, stride)
-  y = (_transposed_copy(_planes_kernel(w)) @ cols.reshape(cols.shape[0], -1)).reshape(k, co, *cols.shape[1:])
+  y = matmul_forms.transposed_copy(_planes_kernel(w)) @ cols.reshape(cols.shape[0], -1)
+  y = y.reshape(k, co, *cols.shape[1:])
   return sum(y[a, :, :, a:a + stride * (od - 1) + 1:stride] for a in range(k))
 
 
@@ -312,7 +290,7 @@ def _planes_cm_bwd(stride, res, g):
   # Rows (kd, co): a concatenation of contiguous blocks in this layout.
   gy = jnp.concatenate(_tap_gradients(g, d, k, stride, depth_axis=2), axis=0).reshape(k * co, -1)
   dx = cols_vjp((_planes_kernel(w) @ gy).reshape(cols.shape))[0]
-  dwm_t = _nt(gy, cols.reshape(cols.shape[0], -1))  # (kd co, kh kw ci)
+  dwm_t = matmul_forms.nt(gy, cols.reshape(cols.shape[0], -1))  # (kd co, kh kw ci)
   return dx, dwm_t.reshape(k, co, k, k, c).transpose(0, 2, 3, 4, 1)
 
 

@@ -85,6 +85,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from disent_jax import errors
+from disent_jax.models import matmul_forms
 from disent_jax.models import winograd
 
 # torchvision's nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"): N(0, 2 / fan_out).
@@ -142,10 +143,6 @@ def _winograd_pays(x: jax.Array, w: jax.Array, stride: int, pad: int, channels_f
 _CONV_IMPLS = {"lax": conv_lax, "im2col": conv_im2col, "winograd": conv_winograd}
 
 
-def _swap(m: jax.Array) -> jax.Array:
-  return jnp.swapaxes(m, -1, -2)
-
-
 @jax.custom_vjp
 def matmul_cm(w: jax.Array, x: jax.Array) -> jax.Array:
   """A channel-major layer's product: w (..., K, Co), x (..., K, N) -> w^T @ x, (..., Co, N).
@@ -156,7 +153,7 @@ def matmul_cm(w: jax.Array, x: jax.Array) -> jax.Array:
   is w @ g, and the weight gradient is g . x over their common last axis, a form YNNPACK takes as it is.
   Leading axes are batch axes (Winograd's 16 products).
   """
-  return jnp.matmul(lax.optimization_barrier(_swap(w)), x)
+  return jnp.matmul(matmul_forms.transposed_copy(w), x)
 
 
 def _matmul_cm_fwd(w, x):
@@ -165,9 +162,8 @@ def _matmul_cm_fwd(w, x):
 
 def _matmul_cm_bwd(res, g):
   w, x = res
-  batch = tuple(range(g.ndim - 2))
-  dw_t = lax.dot_general(g, x, (((g.ndim - 1,), (x.ndim - 1,)), (batch, batch)))  # (..., Co, K)
-  return _swap(dw_t), jnp.matmul(w, g)
+  dw_t = matmul_forms.nt(g, x)  # (..., Co, K)
+  return jnp.swapaxes(dw_t, -1, -2), jnp.matmul(w, g)
 
 
 matmul_cm.defvjp(_matmul_cm_fwd, _matmul_cm_bwd)
@@ -182,9 +178,7 @@ def conv_im2col_cm(x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Arr
   k, co = w.shape[0], w.shape[-1]
   if pad:
     x = jnp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-  ho, wo = (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
-  cols = jnp.concatenate([x[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-                          for i in range(k) for j in range(k)], axis=0)
+  cols = matmul_forms.window_patches(x, k, stride, (2, 3), channel_axis=0)
   return matmul_cm(w.reshape(-1, co), cols.reshape(cols.shape[0], -1)).reshape(co, *cols.shape[1:])
 
 
